@@ -1,0 +1,61 @@
+// Shared definitions prepended to every clconv kernel source.
+//
+// Build options (-D) read here:
+//   USE_DOUBLE      1 computes in double (needs cl_khr_fp64), 0 in float.
+//   ACTIVATION      fused epilogue: 0 none, 1 relu, 2 relu6, 3 leaky_relu, 4 sigmoid, 5 tanh.
+//   NEGATIVE_SLOPE  leaky_relu slope, a floating literal.
+//   HAS_BIAS        1 adds bias[output channel] before the activation.
+//
+// Tensors are NCHW and contiguous: element (n, c, y, x) of a [N, C, H, W] tensor sits at
+// ((n * C + c) * H + y) * W + x.
+
+#if USE_DOUBLE
+#pragma OPENCL EXTENSION cl_khr_fp64 : enable
+typedef double real;
+typedef double4 real4;
+typedef double8 real8;
+#define vload_real4 vload4
+#define vload_real8 vload8
+#else
+typedef float real;
+typedef float4 real4;
+typedef float8 real8;
+#define vload_real4 vload4
+#define vload_real8 vload8
+#endif
+
+#ifndef ACTIVATION
+#define ACTIVATION 0
+#endif
+#ifndef NEGATIVE_SLOPE
+#define NEGATIVE_SLOPE 0.01
+#endif
+#ifndef HAS_BIAS
+#define HAS_BIAS 0
+#endif
+
+// The comparisons are written so that NaN propagates as in PyTorch: NaN < 0 is false, so a NaN
+// input leaves every branch unchanged.
+inline real activate(real x) {
+#if ACTIVATION == 1
+    return x < (real)0 ? (real)0 : x;
+#elif ACTIVATION == 2
+    return x < (real)0 ? (real)0 : (x > (real)6 ? (real)6 : x);
+#elif ACTIVATION == 3
+    return x < (real)0 ? x * (real)NEGATIVE_SLOPE : x;
+#elif ACTIVATION == 4
+    return (real)1 / ((real)1 + exp(-x));
+#elif ACTIVATION == 5
+    return tanh(x);
+#else
+    return x;
+#endif
+}
+
+// Epilogue for one output element: bias, then the activation.
+inline real epilogue(real acc, __global const real* bias, int channel) {
+#if HAS_BIAS
+    acc += bias[channel];
+#endif
+    return activate(acc);
+}

@@ -1,0 +1,78 @@
+"""Command-line interface: ``clconv serve`` starts the HTTP server."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from clconv import __version__
+from clconv.settings import Settings
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="clconv", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"clconv {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="start the HTTP server")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
+    serve.add_argument(
+        "--device",
+        default=None,
+        help="default device id such as intel:0 or pocl:0 (overrides CLCONV_DEVICE)",
+    )
+    serve.add_argument(
+        "--log-level",
+        default=None,
+        help="DEBUG, INFO, WARNING or ERROR (overrides CLCONV_LOG_LEVEL; default INFO)",
+    )
+    return parser
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from clconv.api.app import create_app
+
+    try:
+        settings = Settings.from_env()
+    except ValueError as error:
+        print(f"clconv: invalid setting: {error}", file=sys.stderr)
+        return 2
+    overrides = {"host": args.host, "port": args.port}
+    if args.device:
+        overrides["device"] = args.device
+    if args.log_level:
+        overrides["log_level"] = args.log_level.upper()
+    settings = Settings(**{**settings.__dict__, **overrides})
+    _configure_logging(settings.log_level)
+    logger = logging.getLogger("clconv")
+    if settings.host not in LOOPBACK_HOSTS:
+        logger.warning(
+            "binding %s, which is reachable from other machines; clconv has no authentication",
+            settings.host,
+        )
+    logger.info("serving on http://%s:%d (pid %d)", settings.host, settings.port, os.getpid())
+    app = create_app(settings)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level.lower())
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "serve":
+        return serve(args)
+    return 2

@@ -1,0 +1,209 @@
+"""Tensor objects in JSON: decoding with validation, and encoding of results.
+
+A tensor is ``{"shape": [...], "dtype": "float32", "data": [...]}`` (flat or nested, row-major)
+or ``{"shape": [...], "dtype": "float32", "base64": "..."}`` (little-endian bytes, C order).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from clconv.errors import ValidationError
+
+DTYPES: dict[str, np.dtype[Any]] = {
+    "float32": np.dtype(np.float32),
+    "float64": np.dtype(np.float64),
+}
+ENCODINGS = ("json", "base64")
+
+
+@dataclass(frozen=True)
+class Tensor:
+    """A decoded tensor: its shape and dtype, and its values unless only the shape was given."""
+
+    shape: tuple[int, ...]
+    dtype: str
+    array: npt.NDArray[Any] | None
+    encoding: str
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        return self.numel * DTYPES[self.dtype].itemsize
+
+
+def decode_tensor(value: Any, field: str, *, allow_shape_only: bool = False) -> Tensor:
+    """Decode and validate one tensor object; ``field`` names it in error messages."""
+    if not isinstance(value, dict):
+        raise ValidationError(
+            f"{field} must be a tensor object {{'shape', 'dtype', 'data' or 'base64'}}, "
+            f"got {_describe(value)}",
+            field,
+            code="invalid_type",
+        )
+    shape = _decode_shape(value.get("shape"), f"{field}.shape")
+    dtype = _decode_dtype(value.get("dtype", "float32"), f"{field}.dtype")
+    has_data = "data" in value
+    has_base64 = "base64" in value
+    if has_data and has_base64:
+        raise ValidationError(
+            f"{field} has both 'data' and 'base64'; send exactly one of them", field
+        )
+    if not has_data and not has_base64:
+        if allow_shape_only:
+            return Tensor(shape, dtype, None, "json")
+        raise ValidationError(
+            f"{field} has no values; add 'data' (a list of numbers) or 'base64' "
+            "(little-endian bytes)",
+            f"{field}.data",
+            code="missing_field",
+        )
+    if has_base64:
+        array = _decode_base64(value["base64"], shape, dtype, f"{field}.base64")
+        return Tensor(shape, dtype, array, "base64")
+    array = _decode_data(value["data"], shape, dtype, f"{field}.data")
+    return Tensor(shape, dtype, array, "json")
+
+
+def encode_tensor(array: npt.NDArray[Any], encoding: str) -> dict[str, Any]:
+    """Encode a result array as a tensor object in ``json`` or ``base64`` encoding."""
+    body: dict[str, Any] = {"shape": list(array.shape), "dtype": str(array.dtype)}
+    if encoding == "base64":
+        little_endian = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
+        body["base64"] = base64.b64encode(little_endian.tobytes()).decode("ascii")
+    else:
+        body["data"] = array.reshape(-1).tolist()
+    return body
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    if len(text) > 60:
+        text = text[:57] + "..."
+    return f"{type(value).__name__} {text}"
+
+
+def _decode_shape(value: Any, field: str) -> tuple[int, ...]:
+    if value is None:
+        raise ValidationError(
+            f"{field} is missing; give the tensor's dimensions as a list such as [1, 3, 32, 32]",
+            field,
+            code="missing_field",
+        )
+    if not isinstance(value, list):
+        raise ValidationError(
+            f"{field} must be a list of non-negative integers, got {_describe(value)}",
+            field,
+            code="invalid_type",
+        )
+    for index, dim in enumerate(value):
+        if isinstance(dim, bool) or not isinstance(dim, int):
+            raise ValidationError(
+                f"{field}[{index}] must be a non-negative integer, got {_describe(dim)}",
+                field,
+                code="invalid_type",
+            )
+        if dim < 0:
+            raise ValidationError(
+                f"{field}[{index}] must be >= 0, got {dim}; dimensions cannot be negative",
+                field,
+            )
+    return tuple(value)
+
+
+def _decode_dtype(value: Any, field: str) -> str:
+    if not isinstance(value, str) or value not in DTYPES:
+        raise ValidationError(
+            f"{field} {value!r} is not supported; use one of {', '.join(DTYPES)}",
+            field,
+            code="unsupported_dtype",
+        )
+    return value
+
+
+def _decode_base64(value: Any, shape: tuple[int, ...], dtype: str, field: str) -> npt.NDArray[Any]:
+    if not isinstance(value, str):
+        raise ValidationError(
+            f"{field} must be a base64 string, got {_describe(value)}", field, code="invalid_type"
+        )
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError) as error:
+        raise ValidationError(
+            f"{field} is not valid base64 ({error}); encode the little-endian bytes with "
+            "standard base64 (RFC 4648, with padding)",
+            field,
+        ) from None
+    item = DTYPES[dtype].newbyteorder("<")
+    expected = math.prod(shape) * item.itemsize
+    if len(raw) != expected:
+        raise ValidationError(
+            f"{field} decodes to {len(raw)} bytes, but shape {list(shape)} of {dtype} needs "
+            f"{expected}; send prod(shape) * {item.itemsize} bytes",
+            field,
+            code="shape_mismatch",
+        )
+    array = np.frombuffer(raw, dtype=item).reshape(shape)
+    return array if item == DTYPES[dtype] else array.astype(DTYPES[dtype])
+
+
+def _decode_data(value: Any, shape: tuple[int, ...], dtype: str, field: str) -> npt.NDArray[Any]:
+    if not isinstance(value, list):
+        raise ValidationError(
+            f"{field} must be a list of numbers (flat or nested), got {_describe(value)}",
+            field,
+            code="invalid_type",
+        )
+    try:
+        # No dtype here, so strings, None and ragged lists are caught below instead of cast.
+        array = np.asarray(value)
+    except ValueError:
+        raise ValidationError(
+            f"{field} is a ragged nested list; every row of a nested list must have the same "
+            "length, or send a flat list",
+            field,
+            code="shape_mismatch",
+        ) from None
+    if array.dtype.kind not in "iuf" and array.size > 0:
+        raise ValidationError(
+            f"{field} must hold only numbers (NaN and Infinity allowed), got {array.dtype.kind!r}"
+            f" entries such as {_describe(_first_non_number(value))}",
+            field,
+            code="invalid_type",
+        )
+    expected = math.prod(shape)
+    if array.ndim > 1 and tuple(array.shape) != shape:
+        raise ValidationError(
+            f"{field} is nested as {list(array.shape)}, but shape is {list(shape)}; nest the "
+            "list as the shape says, or send it flat",
+            field,
+            code="shape_mismatch",
+        )
+    if array.size != expected:
+        raise ValidationError(
+            f"{field} has {array.size} values, but shape {list(shape)} needs {expected}",
+            field,
+            code="shape_mismatch",
+        )
+    return np.ascontiguousarray(array, dtype=DTYPES[dtype]).reshape(shape)
+
+
+def _first_non_number(value: Any) -> Any:
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, list):
+            stack.extend(reversed(item))
+        elif isinstance(item, bool) or not isinstance(item, int | float):
+            return item
+    return None

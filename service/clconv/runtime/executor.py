@@ -1,0 +1,176 @@
+"""Run a validated plan on one device and time it with OpenCL profiling events.
+
+One request holds its device's lock from the first upload to the download, so the events of a
+request are not interleaved with another's and the timings are its own. All commands go to the
+device's in-order queue without host waits in between; the host waits once, on the download.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pyopencl as cl
+
+from clconv.core.planner import RequestPlan
+from clconv.core.stages import ConvStage, ConvTransposeStage
+from clconv.core.tensors import DTYPES
+from clconv.errors import DeviceError, UnsupportedOnDeviceError
+from clconv.runtime.devices import Device
+from clconv.runtime.launches import Launch, plan_launch
+
+logger = logging.getLogger("clconv.runtime")
+
+NS_PER_MS = 1e6
+
+
+@dataclass
+class KernelTiming:
+    """One kernel launch as it ran: name, stage index, time in ms from profiling, sizes."""
+
+    name: str
+    stage: int
+    ms: float
+    global_size: list[int]
+
+
+@dataclass
+class Execution:
+    """A finished request: the output array and its timings in milliseconds."""
+
+    output: npt.NDArray[Any]
+    device: Device
+    timings_ms: dict[str, float]
+    kernels: list[KernelTiming] = field(default_factory=list)
+    stage_ms: list[float] = field(default_factory=list)
+    host_ms: float = 0.0
+
+
+def execute(plan: RequestPlan, device: Device) -> Execution:
+    """Upload the input and weights, run every stage back to back, download the output."""
+    if plan.dtype == "float64" and not device.fp64:
+        raise UnsupportedOnDeviceError(
+            f"device {device.id} ({device.name}) has no cl_khr_fp64, so float64 is not "
+            "supported there; send float32 or choose a device with fp64 in GET /v1/devices",
+            "input.dtype",
+        )
+    started = time.perf_counter()
+    dtype = DTYPES[plan.dtype]
+    output = np.empty(plan.output_shape, dtype=dtype)
+    if output.size == 0:
+        zero = {"queue": 0.0, "upload": 0.0, "compute": 0.0, "download": 0.0, "total": 0.0}
+        return Execution(output, device, zero, [], [0.0] * len(plan.stages))
+
+    launches = [plan_launch(stage, plan.dtype == "float64") for stage in plan.stages]
+    try:
+        with device.lock:
+            return _run_locked(plan, device, launches, output, started)
+    except cl.Error as error:
+        status = getattr(error, "code", None)
+        logger.error("OpenCL error on device %s: %s", device.id, error)
+        raise DeviceError(
+            f"OpenCL failed on device {device.id} ({device.name}): {error} (status {status})",
+            None,
+        ) from error
+
+
+def _upload(device: Device, array: npt.NDArray[Any] | None, events: list[cl.Event]) -> Any:
+    if array is None:
+        return None
+    host = np.ascontiguousarray(array)
+    buffer = cl.Buffer(device.context, cl.mem_flags.READ_ONLY, size=max(host.nbytes, 1))
+    events.append(cl.enqueue_copy(device.queue, buffer, host, is_blocking=False))
+    return buffer, host
+
+
+def _run_locked(
+    plan: RequestPlan,
+    device: Device,
+    launches: list[Launch],
+    output: npt.NDArray[Any],
+    started: float,
+) -> Execution:
+    queue = device.queue
+    itemsize = DTYPES[plan.dtype].itemsize
+    kernels = [device.programs.kernel(x.source, x.kernel, x.defines) for x in launches]
+
+    uploads: list[cl.Event] = []
+    keep_alive: list[Any] = []
+    current = _upload(device, plan.input.array, uploads)
+    keep_alive.append(current)
+    stage_buffers: list[Any] = []
+    parameters: list[tuple[Any, Any]] = []
+    for launch in launches:
+        weight = _upload(device, launch.weight, uploads)
+        bias = _upload(device, launch.bias, uploads)
+        keep_alive += [weight, bias]
+        parameters.append((weight, bias))
+
+    kernel_events: list[cl.Event] = []
+    source_buffer = current[0]
+    for launch, kernel, (weight, bias) in zip(launches, kernels, parameters, strict=True):
+        out_bytes = math.prod(launch.stage.out_shape) * itemsize
+        out_buffer = cl.Buffer(device.context, cl.mem_flags.READ_WRITE, size=out_bytes)
+        stage_buffers.append(out_buffer)
+        if isinstance(launch.stage, ConvStage | ConvTransposeStage):
+            kernel.set_args(
+                source_buffer,
+                weight[0],
+                None if bias is None else bias[0],
+                out_buffer,
+            )
+        else:
+            kernel.set_args(source_buffer, out_buffer)
+        kernel_events.append(cl.enqueue_nd_range_kernel(queue, kernel, launch.global_size, None))
+        source_buffer = out_buffer
+
+    download = cl.enqueue_copy(queue, output, source_buffer, is_blocking=False)
+    download.wait()
+
+    timings, kernel_timings = _collect_timings(uploads, kernel_events, download, launches)
+    for buffer in stage_buffers:
+        buffer.release()
+    for item in keep_alive:
+        if item is not None:
+            item[0].release()
+    host_ms = (time.perf_counter() - started) * 1e3
+    stage_ms = [timing.ms for timing in kernel_timings]
+    return Execution(output, device, timings, kernel_timings, stage_ms, host_ms)
+
+
+def _collect_timings(
+    uploads: list[cl.Event],
+    kernel_events: list[cl.Event],
+    download: cl.Event,
+    launches: list[Launch],
+) -> tuple[dict[str, float], list[KernelTiming]]:
+    """Sum event durations by kind; ``queue`` is the rest of the span from the first command
+    being queued to the last one ending, which is time spent waiting rather than executing."""
+
+    def duration(event: cl.Event) -> float:
+        return float(event.profile.end - event.profile.start) / NS_PER_MS
+
+    events = [*uploads, *kernel_events, download]
+    first_queued = min(event.profile.queued for event in events)
+    last_end = max(event.profile.end for event in events)
+    total = float(last_end - first_queued) / NS_PER_MS
+    upload = sum(duration(event) for event in uploads)
+    compute = sum(duration(event) for event in kernel_events)
+    download_ms = duration(download)
+    timings = {
+        "queue": max(total - upload - compute - download_ms, 0.0),
+        "upload": upload,
+        "compute": compute,
+        "download": download_ms,
+        "total": total,
+    }
+    kernel_timings = [
+        KernelTiming(launch.kernel, index, duration(event), list(launch.global_size))
+        for index, (launch, event) in enumerate(zip(launches, kernel_events, strict=True))
+    ]
+    return timings, kernel_timings
