@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
-# Each script takes about 10 s on a 2-core x86 VM with Intel's CPU OpenCL runtime; the limit
-# leaves room for slower machines while keeping a hung server from stalling the suite.
+# Each script took 5 to 8 s on a 2-core x86 VM with Intel's CPU OpenCL runtime, and up to 15 s
+# while other test runs shared the CPUs. The limit stops a hung server from stalling the suite.
 SCRIPT_TIMEOUT_S = 90.0
 EXPECTED_PNGS = {
     "input.png": (512, 512),
@@ -48,9 +48,10 @@ def test_image_filters_example(server_url: str, tmp_path: Path) -> None:
             assert image.format == "PNG", file_name
             assert image.size == size, file_name
     timings = (tmp_path / "timings.md").read_text()
+    assert "| operation | output shape | algorithm | device |" in timings
     for operation in ("sobel_x", "sobel_y", "gaussian_blur", "dilated_laplacian", "upsampled_2x"):
         assert f"| {operation} |" in timings, operation
-    assert timings in result.stdout
+        assert f"| {operation} |" in result.stdout, operation
 
 
 def test_digits_cnn_example(server_url: str) -> None:

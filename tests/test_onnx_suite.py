@@ -1,8 +1,8 @@
 """Run the ONNX backend tests for Conv and ConvTranspose through the HTTP API on every device.
 
 The cases are the ONNX project's own node test data (suites `node`, `pytorch-converted` and
-`pytorch-operator`) converted to numpy. Each `NAME.npz` holds `X`, `W`, an optional `B` and the
-expected output `Y`. Each `NAME.json` holds the ONNX attributes with defaults filled in, where
+`pytorch-operator`) converted to numpy. Each `NAME.npz` contains `X`, `W`, an optional `B` and the
+expected output `Y`. Each `NAME.json` contains the ONNX attributes with defaults filled in, where
 `effective_pads` already resolves `auto_pad` and `output_shape`.
 
 Only 2-D and 1-D cases are collected. A 1-D case runs as 2-D with H = 1. 3-D and DeformConv
@@ -34,12 +34,12 @@ EXPECTED_1D_CASES = 9
 ENDPOINTS = {"Conv": "/v1/conv2d", "ConvTranspose": "/v1/conv_transpose2d"}
 
 # Maximum absolute error per device id and case name, filled in by test_onnx_case and written
-# out by test_write_onnx_summary. It only works when all tests run in one process (no xdist).
+# out by test_write_onnx_summary. The dict lives in one process, so pytest-xdist would split it.
 worst_abs_errors: dict[str, dict[str, float]] = {}
 
 
 def load_supported_cases() -> list[dict[str, Any]]:
-    """Return the suite's 2-D and 1-D Conv and ConvTranspose cases, in index order.
+    """Load the suite's 2-D and 1-D Conv and ConvTranspose cases, in index order.
 
     A missing suite directory gives an empty list, so that test_suite_case_count fails with the
     path in its message instead of the whole module failing to import.
@@ -66,7 +66,7 @@ def load_arrays(case: dict[str, Any]) -> dict[str, np.ndarray]:
 def case_to_request(
     case: dict[str, Any], arrays: dict[str, np.ndarray], device_id: str, encoding: str
 ) -> dict[str, Any]:
-    """Build the request body for one ONNX case; 1-D cases become 2-D with H = 1."""
+    """Build the request body for one ONNX case. A 1-D case becomes 2-D with H = 1."""
     attributes = case["attributes_resolved"]
     x, weight = arrays["X"], arrays["W"]
     spatial_rank = x.ndim - 2
@@ -84,18 +84,20 @@ def case_to_request(
         begin_pads, end_pads = [0, *begin_pads], [0, *end_pads]
 
     if min(begin_pads) < 0:
-        raise ValueError(f"{case['name']}: negative begin pads {begin_pads} have no API mapping")
+        raise ValueError(
+            f"{case['name']}: begin pads {begin_pads} are negative, the API needs >= 0"
+        )
 
     if case["op"] == "ConvTranspose":
         # ONNX encodes an output_shape larger than the natural size as a negative end pad. The
-        # extra rows and columns at the end are exactly what output_padding appends (only bias
-        # lands there), so the deficit moves into output_padding and the end pad becomes 0.
+        # extra rows and columns at the end receive only bias, which is what output_padding appends
+        # when the end pad is 0. So the deficit moves into output_padding and the end pad becomes 0.
         for axis in range(2):
             if end_pads[axis] < 0:
                 output_padding[axis] -= end_pads[axis]
                 end_pads[axis] = 0
     elif min(end_pads) < 0:
-        raise ValueError(f"{case['name']}: negative end pads {end_pads} have no API mapping")
+        raise ValueError(f"{case['name']}: end pads {end_pads} are negative, the API needs >= 0")
 
     body: dict[str, Any] = {
         "device": device_id,
@@ -163,8 +165,8 @@ def test_onnx_case(
     abs_error = float(np.abs(actual.astype(np.float64) - expected).max(initial=0.0))
     worst_abs_errors.setdefault(device_id, {})[case["name"]] = abs_error
 
-    # Every output here is a float32 sum of at most 144 products, so reordering the sum moves
-    # it by a few ulps of max|Y|. The absolute floor scales with max|Y| because the integer
+    # Every output here is a float32 sum of at most 144 products, so a reordered sum is expected
+    # to differ by a few ulps of max|Y|. The absolute floor scales with max|Y| because the integer
     # cases reach |Y| = 252, and a wrong tap or pad is off by whole products of X and W.
     atol = FLOAT32_ATOL * max(1.0, float(np.abs(expected).max(initial=0.0)))
     np.testing.assert_allclose(actual, expected, rtol=FLOAT32_RTOL, atol=atol)

@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from clconv.core.planner import RequestPlan, check_limits, parse_request, summarize
+from clconv.core.fields import describe
+from clconv.core.planner import OPERATIONS, RequestPlan, check_limits, parse_request, summarize
 from clconv.core.tensors import encode_tensor
 from clconv.errors import DeviceError, UnsupportedOnDeviceError, ValidationError
 from clconv.runtime.devices import Device, DeviceRegistry, discover_devices
@@ -57,8 +58,8 @@ class Engine:
         op = body.get("op") if isinstance(body, dict) else None
         if not isinstance(op, str):
             raise ValidationError(
-                f"op must name the operation to plan, got {op!r}; use conv2d, conv_transpose2d, "
-                "depthwise_separable_conv2d, spatially_separable_conv2d or pipeline",
+                f"op must name the operation to plan, got {describe(op)}; use one of "
+                f"{', '.join(OPERATIONS)}",
                 "op",
                 code="missing_field" if op is None else "invalid_value",
             )

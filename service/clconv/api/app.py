@@ -22,6 +22,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from clconv import __version__
+from clconv.core.fields import json_type
 from clconv.engine import Engine
 from clconv.errors import ClconvError, MalformedBodyError, TooLargeError
 from clconv.settings import Settings
@@ -80,7 +81,7 @@ async def read_json_body(request: Request, max_bytes: int) -> Any:
         ) from None
     if not isinstance(body, dict):
         raise MalformedBodyError(
-            f"the body must be a JSON object, got a JSON {type(body).__name__}", "body"
+            f"the body must be a JSON object, got a JSON {json_type(body)}", "body"
         )
     return body
 

@@ -3,6 +3,7 @@ groups, padding_mode and activation. Each raises ``ValidationError`` naming the 
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -39,12 +40,28 @@ class Activation:
 NO_ACTIVATION = Activation()
 
 
+JSON_TYPE_NAMES = {
+    type(None): "null",
+    bool: "boolean",
+    int: "number",
+    float: "number",
+    str: "string",
+    list: "array",
+    dict: "object",
+}
+
+
+def json_type(value: Any) -> str:
+    """Return the JSON name of a decoded value's type (``null``, ``string``, ``array``...)."""
+    return JSON_TYPE_NAMES.get(type(value), type(value).__name__)
+
+
 def describe(value: Any) -> str:
-    """Return a short ``type value`` text for an offending value in a message."""
-    text = repr(value)
+    """Return a short ``type value`` text, in JSON terms, for an offending value."""
+    text = json.dumps(value, allow_nan=True, default=repr)
     if len(text) > 60:
         text = text[:57] + "..."
-    return f"{type(value).__name__} {text}"
+    return f"{json_type(value)} {text}"
 
 
 def require_dict(value: Any, field: str) -> dict[str, Any]:

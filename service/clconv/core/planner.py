@@ -9,8 +9,9 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from clconv.core.builders_common import BuildContext
 from clconv.core.fields import describe, require_dict
-from clconv.core.ops import BUILDERS, BuildContext
+from clconv.core.ops import BUILDERS
 from clconv.core.stages import ConvStage, ConvTransposeStage, OpPlan, Shape4, Stage
 from clconv.core.tensors import DTYPES, ENCODINGS, Tensor, decode_tensor
 from clconv.errors import TooLargeError, ValidationError
@@ -108,7 +109,7 @@ def _input_shape(tensor: Tensor) -> Shape4:
 
 
 def _parse_pipeline(body: dict[str, Any], in_shape: Shape4, ctx: BuildContext) -> list[OpPlan]:
-    unknown = sorted(set(body) - {"input", "steps", "device", "output_encoding"})
+    unknown = sorted(set(body) - {"op", "input", "steps", "device", "output_encoding"})
     if unknown:
         raise ValidationError(
             f"{unknown[0]} is not a field of a pipeline; it takes input, steps, device and "

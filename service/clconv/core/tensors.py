@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from clconv.core.fields import describe
 from clconv.errors import ValidationError
 
 DTYPES: dict[str, np.dtype[Any]] = {
@@ -47,7 +48,7 @@ def decode_tensor(value: Any, field: str, *, allow_shape_only: bool = False) -> 
     if not isinstance(value, dict):
         raise ValidationError(
             f"{field} must be a tensor object {{'shape', 'dtype', 'data' or 'base64'}}, "
-            f"got {_describe(value)}",
+            f"got {describe(value)}",
             field,
             code="invalid_type",
         )
@@ -86,13 +87,6 @@ def encode_tensor(array: npt.NDArray[Any], encoding: str) -> dict[str, Any]:
     return body
 
 
-def _describe(value: Any) -> str:
-    text = repr(value)
-    if len(text) > 60:
-        text = text[:57] + "..."
-    return f"{type(value).__name__} {text}"
-
-
 def _decode_shape(value: Any, field: str) -> tuple[int, ...]:
     if value is None:
         raise ValidationError(
@@ -102,14 +96,14 @@ def _decode_shape(value: Any, field: str) -> tuple[int, ...]:
         )
     if not isinstance(value, list):
         raise ValidationError(
-            f"{field} must be a list of non-negative integers, got {_describe(value)}",
+            f"{field} must be a list of non-negative integers, got {describe(value)}",
             field,
             code="invalid_type",
         )
     for index, dim in enumerate(value):
         if isinstance(dim, bool) or not isinstance(dim, int):
             raise ValidationError(
-                f"{field}[{index}] must be a non-negative integer, got {_describe(dim)}",
+                f"{field}[{index}] must be a non-negative integer, got {describe(dim)}",
                 field,
                 code="invalid_type",
             )
@@ -134,7 +128,7 @@ def _decode_dtype(value: Any, field: str) -> str:
 def _decode_base64(value: Any, shape: tuple[int, ...], dtype: str, field: str) -> npt.NDArray[Any]:
     if not isinstance(value, str):
         raise ValidationError(
-            f"{field} must be a base64 string, got {_describe(value)}", field, code="invalid_type"
+            f"{field} must be a base64 string, got {describe(value)}", field, code="invalid_type"
         )
     try:
         raw = base64.b64decode(value, validate=True)
@@ -160,7 +154,7 @@ def _decode_base64(value: Any, shape: tuple[int, ...], dtype: str, field: str) -
 def _decode_data(value: Any, shape: tuple[int, ...], dtype: str, field: str) -> npt.NDArray[Any]:
     if not isinstance(value, list):
         raise ValidationError(
-            f"{field} must be a list of numbers (flat or nested), got {_describe(value)}",
+            f"{field} must be a list of numbers (flat or nested), got {describe(value)}",
             field,
             code="invalid_type",
         )
@@ -176,8 +170,8 @@ def _decode_data(value: Any, shape: tuple[int, ...], dtype: str, field: str) -> 
         ) from None
     if array.dtype.kind not in "iuf" and array.size > 0:
         raise ValidationError(
-            f"{field} must hold only numbers (NaN and Infinity allowed), got {array.dtype.kind!r}"
-            f" entries such as {_describe(_first_non_number(value))}",
+            f"{field} must hold only numbers (NaN and Infinity allowed), got an entry "
+            f"{describe(_first_non_number(value))}",
             field,
             code="invalid_type",
         )
