@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import socket
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -165,8 +169,6 @@ def test_nan_and_inf_propagate(client: httpx.Client, device_id: str) -> None:
 
 
 def _dumps_nan(body: dict[str, Any]) -> bytes:
-    import json
-
     return json.dumps(body, allow_nan=True).encode()
 
 
@@ -240,8 +242,6 @@ def test_pipeline_reports_each_step(client: httpx.Client) -> None:
 
 
 def test_concurrent_requests_on_every_device(client: httpx.Client, devices: dict[str, Any]) -> None:
-    from concurrent.futures import ThreadPoolExecutor
-
     rng = np.random.default_rng(5)
     x = rng.standard_normal((1, 4, 12, 12)).astype(np.float32)
     w = rng.standard_normal((6, 4, 3, 3)).astype(np.float32)
@@ -272,3 +272,21 @@ def test_cli_help_lists_serve() -> None:
     assert "--host" in result.stdout
     assert "127.0.0.1" in result.stdout
     assert "8000" in result.stdout
+
+
+def test_unknown_clconv_device_fails_start(tmp_path: Any) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "CLCONV_DEVICE": "nosuch:7"}
+    result = subprocess.run(
+        [sys.executable, "-m", "clconv", "serve", "--port", str(port)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=env,
+    )
+    assert result.returncode != 0
+    assert "nosuch:7" in result.stderr
+    assert "intel:0" in result.stderr or "pocl:0" in result.stderr

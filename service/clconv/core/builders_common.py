@@ -26,8 +26,8 @@ from clconv.errors import ValidationError
 
 @dataclass(frozen=True)
 class BuildContext:
-    """What every builder needs besides its body: the request dtype and whether tensors may
-    come without values (``/v1/plan``)."""
+    """Per-request build settings: the request dtype and whether tensors may come without
+    values (``/v1/plan``)."""
 
     dtype: str
     allow_shape_only: bool

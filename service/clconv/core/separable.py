@@ -137,8 +137,8 @@ def build_depthwise_separable(
 def build_spatially_separable(
     body: dict[str, Any], prefix: str, in_shape: Shape4, ctx: BuildContext
 ) -> OpPlan:
-    """A kh x 1 convolution then a 1 x kw convolution, from explicit factors or from a rank-1
-    kh x kw weight factored by SVD."""
+    """Lower a kh x 1 convolution then a 1 x kw convolution, from explicit factors or from a
+    rank-1 kh x kw weight factored by SVD."""
     reject_unknown(
         body,
         COMMON_FIELDS
@@ -289,7 +289,7 @@ def _build_factored(
 
     # Pass 1: input channel c (of group g = c // cg) feeds kg vertical filters, one per output
     # channel of its group, as a depthwise convolution with multiplier kg. Output channel
-    # c * kg + j holds u[g*kg + j, c % cg] applied to input channel c.
+    # c * kg + j is u[g*kg + j, c % cg] applied to input channel c.
     first_weight = None if vertical is None else _first_pass_weight(vertical, groups)
     first = conv_stage(
         conv_in,

@@ -131,13 +131,13 @@ class DeviceRegistry:
 
     def get(self, device_id: str | None) -> Device:
         """Return the device with ``device_id``, or the default one for ``None``."""
-        wanted = device_id or self.default_id
+        requested = device_id or self.default_id
         for device in self.devices:
-            if device.id == wanted:
+            if device.id == requested:
                 return device
         known = ", ".join(d.id for d in self.devices) or "none"
         raise UnknownDeviceError(
-            f"device {wanted!r} is not available; use one of: {known} (see GET /v1/devices)",
+            f"device {requested!r} is not available; use one of: {known} (see GET /v1/devices)",
             "device",
         )
 

@@ -25,7 +25,7 @@ SYSTEM_VENDORS = Path("/etc/OpenCL/vendors")
 
 @dataclass
 class IcdSetup:
-    """What ``configure_icd_loader`` did: the folder used and the entries it wrote."""
+    """Result of ``configure_icd_loader``: the vendors folder and the entries written to it."""
 
     vendors_dir: str | None
     entries: dict[str, str] = field(default_factory=dict)
@@ -55,12 +55,15 @@ def _find_intel_cpu_runtime() -> Path | None:
 
 
 def _find_pocl_wheel_runtime() -> Path | None:
+    # NOTE: checked against the x86-64 wheel's file list only; the ARM default path that uses
+    # this wheel has not run on an ARM machine.
     try:
         files = metadata.files("pocl-binary-distribution") or []
     except metadata.PackageNotFoundError:
         return None
     for entry in files:
-        if entry.name.startswith("libpocl.so"):
+        # The wheel (3.0) ships pyopencl/.libs/libpocl-<hash>.so beside its own pocl.icd.
+        if entry.name.startswith("libpocl") and ".so" in entry.name:
             path = Path(str(entry.locate())).resolve()
             if path.exists():
                 return path
