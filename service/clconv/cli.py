@@ -46,6 +46,8 @@ def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from clconv.api.app import create_app
+    from clconv.engine import Engine
+    from clconv.errors import ClconvError
 
     try:
         settings = Settings.from_env()
@@ -66,7 +68,14 @@ def serve(args: argparse.Namespace) -> int:
             settings.host,
         )
     logger.info("serving on http://%s:%d (pid %d)", settings.host, settings.port, os.getpid())
-    app = create_app(settings)
+    # Discover devices before binding, so a bad CLCONV_DEVICE ends the process with a message.
+    engine = Engine(settings)
+    try:
+        engine.start()
+    except ClconvError as error:
+        logger.error("start-up failed: %s", error.message)
+        return 2
+    app = create_app(settings, engine)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level.lower())
     return 0
 

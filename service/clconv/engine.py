@@ -35,6 +35,10 @@ class Engine:
             logger.error("no usable OpenCL device; every convolution request will fail")
 
     @property
+    def started(self) -> bool:
+        return self._registry is not None
+
+    @property
     def ready(self) -> bool:
         return self._registry is not None and bool(self._registry.devices)
 

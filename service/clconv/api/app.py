@@ -98,7 +98,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         logger.info("clconv %s starting", __version__)
-        await run_in_threadpool(engine.start)
+        if not engine.started:
+            await run_in_threadpool(engine.start)
         yield
         logger.info("clconv stopping")
 
