@@ -15,6 +15,7 @@ The last test writes each device's worst absolute error to `build/onnx_summary.j
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,9 @@ import pytest
 from support import FLOAT32_ATOL, FLOAT32_RTOL, tensor_from_json, tensor_json
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-SUITE_DIR = REPO_ROOT.parent / "shared" / "suites" / "onnx"
+# The ONNX backend cases live outside the repository; CLCONV_SUITES_DIR points elsewhere.
+SUITES_ROOT = Path(os.environ.get("CLCONV_SUITES_DIR", REPO_ROOT.parent / "shared" / "suites"))
+SUITE_DIR = SUITES_ROOT / "onnx"
 SUMMARY_PATH = REPO_ROOT / "build" / "onnx_summary.json"
 
 EXPECTED_2D_CASES = 30
@@ -132,6 +135,8 @@ def case_param(index: int, case: dict[str, Any]) -> Any:
 
 
 def test_suite_case_count() -> None:
+    if not SUITE_DIR.is_dir() and not os.environ.get("CI"):
+        pytest.skip(f"ONNX cases not found in {SUITE_DIR}; set CLCONV_SUITES_DIR (required in CI)")
     two_d = [case["name"] for case in SUPPORTED_CASES if len(case["shapes"]["X"]) == 4]
     one_d = [case["name"] for case in SUPPORTED_CASES if len(case["shapes"]["X"]) == 3]
 
