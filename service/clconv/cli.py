@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from clconv import __version__
+from clconv.cli_client import CLIENT_COMMANDS, add_client_commands, run_client_command
 from clconv.settings import Settings
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
@@ -31,6 +32,7 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="DEBUG, INFO, WARNING or ERROR (overrides CLCONV_LOG_LEVEL; default INFO)",
     )
+    add_client_commands(commands)
     return parser
 
 
@@ -84,4 +86,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "serve":
         return serve(args)
+    if args.command in CLIENT_COMMANDS:
+        return run_client_command(args)
     return 2
