@@ -149,13 +149,18 @@ def _parse_pipeline(body: dict[str, Any], in_shape: Shape4, ctx: BuildContext) -
 
 def choose_conv_algorithm(stage: ConvStage) -> str:
     """Pick a kernel by rule: GEMM for 1x1 stride-1 unpadded, depthwise for groups == C with
-    one input channel per group, else the register-blocked direct kernel."""
+    one input channel per group and a depth multiplier of at most 4, else the register-blocked
+    direct kernel."""
     _, c, _, _ = stage.in_shape
     _, cg, kh, kw = stage.weight_shape
     unit = stage.stride == (1, 1) and stage.dilation == (1, 1) and not stage.pads.any
     if stage.channel_map is None and (kh, kw) == (1, 1) and unit:
         return "conv2d_pointwise"
-    if stage.channel_map is None and stage.groups == c and cg == 1:
+    # The depthwise kernel computes one channel per work-item, so it rereads an input channel
+    # once per output channel; past a small depth multiplier the direct kernel, which shares
+    # each input load among 8 output channels, is faster (a 1 -> 64 channel stem, say).
+    multiplier = stage.out_shape[1] // c
+    if stage.channel_map is None and stage.groups == c and cg == 1 and multiplier <= 4:
         return "conv2d_depthwise"
     return "conv2d_direct"
 

@@ -22,8 +22,6 @@ PAD_MODE_CODES = {"reflect": 1, "replicate": 2, "circular": 3}
 # Output channels per work-item in the direct and pointwise kernels; 8 float4 accumulators fit
 # in registers on AVX2/AVX-512 CPUs and most GPUs.
 MAX_CHANNEL_BLOCK = 8
-# Output channels per work-item in the transposed kernel (one float4).
-TRANSPOSE_CHANNEL_BLOCK = 4
 
 
 @dataclass
@@ -200,16 +198,26 @@ def _transpose_launch(stage: ConvTransposeStage, base: dict[str, int | float | s
     n, c, _, _ = stage.in_shape
     _, _, oh, ow = stage.out_shape
     _, kg, _, _ = stage.weight_shape
-    weight, blocks = _pack_blocked(
-        _require(stage.weight), stage.groups, TRANSPOSE_CHANNEL_BLOCK, transposed=True
-    )
+    block = _channel_block(kg)
+    weight, blocks = _pack_blocked(_require(stage.weight), stage.groups, block, transposed=True)
+    columns_per_phase = math.ceil(ow / stage.stride[1])
     defines = (
         base
         | _shape_defines(stage)
         | _epilogue_defines(stage.activation, stage.has_bias)
-        | {"GROUPS": stage.groups, "CIN_PG": c // stage.groups, "KOUT_PG": kg, "KB": blocks}
+        | {
+            "GROUPS": stage.groups,
+            "CIN_PG": c // stage.groups,
+            "KOUT_PG": kg,
+            "OCB": block,
+            "KB": blocks,
+            "QW": columns_per_phase,
+            # Valid taps on an axis repeat every stride / gcd(stride, dilation) taps.
+            "STEP_Y": stage.stride[0] // math.gcd(stage.stride[0], stage.dilation[0]),
+            "STEP_X": stage.stride[1] // math.gcd(stage.stride[1], stage.dilation[1]),
+        }
     )
-    global_size = (ow, oh, n * stage.groups * blocks)
+    global_size = (stage.stride[1] * columns_per_phase, oh, n * stage.groups * blocks)
     return Launch(
         stage,
         "conv_transpose2d.cl",
