@@ -74,13 +74,17 @@ def encode(array: np.ndarray, index: int) -> dict[str, Any]:
 def random_conv2d_case(rng: np.random.Generator, index: int, dtype: str) -> Case:
     while True:
         n = int(rng.choice([0, 1, 1, 2, 3])) if index % 9 else 0
-        kind = rng.choice(["regular", "grouped", "depthwise", "pointwise", "dilated"])
+        kind = rng.choice(["regular", "grouped", "depthwise", "pointwise", "dilated", "wide"])
         groups = 1
         cg = int(rng.integers(1, 5))
         if kind == "grouped":
             groups = int(rng.integers(2, 4))
         c = cg * groups
         k = groups * int(rng.integers(1, 6))
+        if kind == "wide":
+            # 16 or more output channels per group select the output-channel-lane kernel on
+            # runtimes that vectorise across work-items.
+            k = groups * int(rng.integers(16, 41))
         if kind == "depthwise":
             c = int(rng.integers(1, 7))
             groups, cg, k = c, 1, c * int(rng.integers(1, 4))
@@ -341,7 +345,10 @@ def random_spatially_separable_case(rng: np.random.Generator, index: int, dtype:
         }
 
         def oracle() -> torch.Tensor:
-            xt = F.pad(t64(x), pads, mode="constant" if mode == "zeros" else mode)
+            # Two convolutions, each padding its own input: H before the vertical one, W
+            # before the horizontal one.
+            torch_mode = "constant" if mode == "zeros" else mode
+            xt = F.pad(t64(x), (0, 0, pads[2], pads[3]), mode=torch_mode)
             y = F.relu(
                 F.conv2d(
                     xt,
@@ -352,6 +359,7 @@ def random_spatially_separable_case(rng: np.random.Generator, index: int, dtype:
                     groups=groups,
                 )
             )
+            y = F.pad(y, (pads[0], pads[1], 0, 0), mode=torch_mode)
             return F.conv2d(y, t64(horizontal), stride=(1, stride[1]), groups=groups)
 
         form = "factors"

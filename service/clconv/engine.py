@@ -11,7 +11,14 @@ import logging
 from typing import Any
 
 from clconv.core.fields import describe
-from clconv.core.planner import OPERATIONS, RequestPlan, check_limits, parse_request, summarize
+from clconv.core.planner import (
+    OPERATIONS,
+    RequestPlan,
+    check_limits,
+    parse_request,
+    specialize_for_device,
+    summarize,
+)
 from clconv.core.tensors import encode_tensor
 from clconv.errors import DeviceError, UnsupportedOnDeviceError, ValidationError
 from clconv.runtime.devices import Device, DeviceRegistry, discover_devices
@@ -69,6 +76,7 @@ class Engine:
             )
         plan = parse_request(op, body, allow_shape_only=True)
         device = self._device_for(plan)
+        specialize_for_device(plan, vectorizes_work_items=device.vectorizes_work_items)
         check_limits(plan, self.settings)
         return {"op": op, **summarize(plan), "device": _device_ref(device)}
 
@@ -76,6 +84,7 @@ class Engine:
         """Validate, plan and execute one request; return the response body."""
         plan = parse_request(op, body)
         device = self._device_for(plan)
+        specialize_for_device(plan, vectorizes_work_items=device.vectorizes_work_items)
         check_limits(plan, self.settings)
         execution = execute(plan, device)
         return _response(plan, execution)

@@ -6,13 +6,13 @@ Nothing here touches a device; the same plan serves ``/v1/plan`` and execution.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from clconv.core.builders_common import BuildContext
-from clconv.core.fields import describe, require_dict
+from clconv.core.fields import Pads, describe, require_dict
 from clconv.core.ops import BUILDERS
-from clconv.core.stages import ConvStage, ConvTransposeStage, OpPlan, Shape4, Stage
+from clconv.core.stages import ConvStage, ConvTransposeStage, OpPlan, PadStage, Shape4, Stage
 from clconv.core.tensors import DTYPES, ENCODINGS, Tensor, decode_tensor
 from clconv.errors import TooLargeError, ValidationError
 from clconv.settings import Settings
@@ -80,7 +80,8 @@ def parse_request(op: str, body: Any, *, allow_shape_only: bool = False) -> Requ
     encoding = body.get("output_encoding") or ("base64" if tensor.encoding == "base64" else "json")
     if encoding not in ENCODINGS:
         raise ValidationError(
-            f"output_encoding {encoding!r} is unknown; use 'json' or 'base64'", "output_encoding"
+            f"output_encoding {encoding!r} is unknown; use one of {', '.join(ENCODINGS)}",
+            "output_encoding",
         )
     plan = RequestPlan(op, tensor, ops, device_id, encoding)
     for stage in plan.stages:
@@ -163,6 +164,49 @@ def choose_conv_algorithm(stage: ConvStage) -> str:
     if stage.channel_map is None and stage.groups == c and cg == 1 and multiplier <= 4:
         return "conv2d_depthwise"
     return "conv2d_direct"
+
+
+# Below this many output channels per group, lanes of the output-channel kernel would sit idle.
+MIN_CHANNELS_FOR_CHANNEL_LANES = 16
+
+
+def specialize_for_device(plan: RequestPlan, *, vectorizes_work_items: bool) -> None:
+    """Swap in kernels suited to the chosen device.
+
+    Runtimes that pack adjacent work-items into SIMD lanes (Intel's CPU runtime, GPUs) run
+    ``conv2d_direct_oc``, which puts output channels in the lanes and needs its input padded
+    beforehand; others keep ``conv2d_direct``, whose explicit vectors run along the width.
+    """
+    if not vectorizes_work_items:
+        return
+    for op in plan.ops:
+        stages: list[Stage] = []
+        for stage in op.stages:
+            if isinstance(stage, ConvStage) and _wants_channel_lanes(stage):
+                if stage.pads.any:
+                    pad = PadStage(
+                        stage.in_shape,
+                        _padded_shape(stage.in_shape, stage.pads),
+                        "zeros",
+                        stage.pads,
+                    )
+                    stages.append(pad)
+                    stage = replace(stage, in_shape=pad.out_shape, pads=Pads())
+                stage.algorithm = "conv2d_direct_oc"
+            stages.append(stage)
+        op.stages = stages
+
+
+def _wants_channel_lanes(stage: ConvStage) -> bool:
+    channels_per_group = stage.out_shape[1] // stage.groups
+    return (
+        stage.algorithm == "conv2d_direct" and channels_per_group >= MIN_CHANNELS_FOR_CHANNEL_LANES
+    )
+
+
+def _padded_shape(shape: Shape4, pads: Pads) -> Shape4:
+    n, c, h, w = shape
+    return (n, c, h + pads.top + pads.bottom, w + pads.left + pads.right)
 
 
 def check_limits(plan: RequestPlan, settings: Settings) -> None:

@@ -230,32 +230,44 @@ def _build_explicit_factors(
     v_act = parse_activation(body, "vertical_activation", f"{prefix}vertical_activation")
     act = parse_activation(body, "activation", f"{prefix}activation")
 
-    stages, conv_in, conv_pads = lower_padding(in_shape, mode, pads, f"{prefix}padding")
+    # Each factor is a convolution of its own, as in Inception's factorised layers: the vertical
+    # one pads the input's H, and the horizontal one pads the W of the vertical result (which
+    # differs from padding the input once its bias or activation makes the padded columns
+    # non-zero).
+    field = f"{prefix}padding"
+    stages, first_in, first_pads = lower_padding(
+        in_shape, mode, Pads(pads.top, pads.bottom, 0, 0), field
+    )
     first = conv_stage(
-        conv_in,
+        first_in,
         vertical,
         v_field,
         v_bias,
         (stride[0], 1),
-        Pads(conv_pads.top, conv_pads.bottom, 0, 0),
+        first_pads,
         (dilation[0], 1),
         groups,
         v_act,
         prefix=prefix,
     )
+    stages.append(first)
+    second_stages, second_in, second_pads = lower_padding(
+        first.out_shape, mode, Pads(0, 0, pads.left, pads.right), field
+    )
+    stages += second_stages
     second = conv_stage(
-        first.out_shape,
+        second_in,
         horizontal,
         h_field,
         h_bias,
         (1, stride[1]),
-        Pads(0, 0, conv_pads.left, conv_pads.right),
+        second_pads,
         (1, dilation[1]),
         groups,
         act,
         prefix=prefix,
     )
-    stages += [first, second]
+    stages.append(second)
     params = param_count(vertical, v_bias, horizontal, h_bias)
     return finish("spatially_separable_conv2d", prefix, stages, params, in_shape)
 

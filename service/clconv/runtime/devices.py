@@ -91,6 +91,14 @@ class Device:
         return "other"
 
     @property
+    def vectorizes_work_items(self) -> bool:
+        """Whether the runtime packs adjacent work-items into SIMD lanes: true for GPUs and
+        Intel's CPU runtime; PoCL's CPU device vectorises loops inside one work-item instead."""
+        if self.cl_device.type & cl.device_type.GPU:
+            return True
+        return self.id.split(":")[0] == "intel"
+
+    @property
     def fp64(self) -> bool:
         return "cl_khr_fp64" in str(self.cl_device.extensions)
 

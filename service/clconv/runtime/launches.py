@@ -17,11 +17,18 @@ from clconv.core.fields import Activation
 from clconv.core.stages import ConvStage, ConvTransposeStage, PadStage, Stage
 
 ACTIVATION_CODES = {"none": 0, "relu": 1, "relu6": 2, "leaky_relu": 3, "sigmoid": 4, "tanh": 5}
-PAD_MODE_CODES = {"reflect": 1, "replicate": 2, "circular": 3}
+PAD_MODE_CODES = {"zeros": 0, "reflect": 1, "replicate": 2, "circular": 3}
 
 # Output channels per work-item in the direct and pointwise kernels; 8 float4 accumulators fit
 # in registers on AVX2/AVX-512 CPUs and most GPUs.
 MAX_CHANNEL_BLOCK = 8
+
+
+# conv2d_direct_oc: output channels per group are padded to a multiple of CHANNEL_LANES (the
+# AVX-512 float width, twice AVX2's), and each work-item keeps OUTPUT_COLUMN_BLOCK accumulators,
+# which fit AVX2's 16 vector registers with room for the weight and input operands.
+CHANNEL_LANES = 16
+OUTPUT_COLUMN_BLOCK = 8
 
 
 @dataclass
@@ -88,6 +95,8 @@ def plan_launch(stage: Stage, use_double: bool) -> Launch:
         return _pointwise_launch(stage, base)
     if stage.algorithm == "conv2d_depthwise":
         return _depthwise_launch(stage, base)
+    if stage.algorithm == "conv2d_direct_oc":
+        return _direct_oc_launch(stage, base)
     return _direct_launch(stage, base)
 
 
@@ -147,6 +156,39 @@ def _direct_launch(stage: ConvStage, base: dict[str, int | float | str]) -> Laun
     global_size = (math.ceil(ow / 4), oh, n * stage.groups * blocks)
     return Launch(
         stage, "conv2d_direct.cl", "conv2d_direct", defines, global_size, weight, stage.bias
+    )
+
+
+def _direct_oc_launch(stage: ConvStage, base: dict[str, int | float | str]) -> Launch:
+    n, _, hp, wp = stage.in_shape
+    _, k, oh, ow = stage.out_shape
+    _, cg, kh, kw = stage.weight_shape
+    if stage.pads.any:
+        raise ValueError("conv2d_direct_oc needs its input padded by an earlier stage")
+    kg = k // stage.groups
+    lanes = math.ceil(kg / CHANNEL_LANES) * CHANNEL_LANES
+    weight = _require(stage.weight).reshape(stage.groups, kg, cg, kh, kw)
+    packed = np.zeros((stage.groups, cg, kh, kw, lanes), dtype=weight.dtype)
+    packed[..., :kg] = weight.transpose(0, 2, 3, 4, 1)
+    defines = (
+        base
+        | _shape_defines(stage)
+        | _epilogue_defines(stage.activation, stage.has_bias)
+        | {
+            "HP": hp,
+            "WP": wp,
+            "GROUPS": stage.groups,
+            "CIN_PG": cg,
+            "KOUT_PG": kg,
+            "KPAD": lanes,
+            "OWB": OUTPUT_COLUMN_BLOCK,
+        }
+    )
+    if stage.channel_map is not None:
+        defines |= {"CHANNEL_MAP_KG": stage.channel_map[0], "CHANNEL_MAP_CG": stage.channel_map[1]}
+    global_size = (lanes, math.ceil(ow / OUTPUT_COLUMN_BLOCK), oh * n * stage.groups)
+    return Launch(
+        stage, "conv2d_direct_oc.cl", "conv2d_direct_oc", defines, global_size, packed, stage.bias
     )
 
 
