@@ -1,14 +1,15 @@
 """The HTTP adapter: FastAPI routes over ``clconv.engine.Engine``.
 
 Bodies are read as raw bytes (with a size cap counted while streaming), decoded with the standard
-``json`` module, which accepts ``NaN`` and ``Infinity``, and handed to the engine. Responses are
-written with ``allow_nan=True`` so NaN results survive. Every ``ClconvError`` becomes its status
-and ``{"error": {"code", "message", "field"}}``; so do routing errors.
+``json`` module, which accepts ``NaN`` and ``Infinity``, and handed to the engine. A body may
+instead use the binary framing of ``clconv.api.binary``. Responses are written with
+``allow_nan=True`` so NaN results survive. Every ``ClconvError`` becomes its status and
+``{"error": {"code", "message", "field"}}``; so do routing errors. The Open Inference Protocol
+routes under ``/v2`` live in ``clconv.api.v2`` and have their own error body.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import uuid
@@ -22,9 +23,18 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from clconv import __version__
-from clconv.core.fields import json_type
+from clconv.api import v2
+from clconv.api.binary import (
+    attach_binary_tensors,
+    frame_response,
+    has_binary_tensors,
+    require_object,
+)
+from clconv.api.bodies import framed_response, json_response, read_body, read_raw_body
+from clconv.api.playground import mount_playground
+from clconv.core.tensors import ENCODINGS, decode_tensor, encode_tensor
 from clconv.engine import Engine
-from clconv.errors import ClconvError, MalformedBodyError, TooLargeError
+from clconv.errors import ClconvError, ValidationError
 from clconv.settings import Settings
 
 logger = logging.getLogger("clconv.api")
@@ -39,51 +49,31 @@ OPERATIONS = (
 ROUTING_CODES = {404: "not_found", 405: "method_not_allowed"}
 
 
-def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    """Serialise with NaN and Infinity allowed, as the request side accepts them."""
-    content = json.dumps(body, allow_nan=True, separators=(",", ":"))
-    return Response(content, status_code=status, media_type="application/json", headers=headers)
-
-
 def error_response(error: ClconvError, request_id: str | None = None) -> Response:
     headers = {"X-Request-ID": request_id} if request_id else None
     return json_response(error.to_body(), error.status, headers)
 
 
-async def read_json_body(request: Request, max_bytes: int) -> Any:
-    """Read the body, counting bytes as they arrive, and decode it as JSON."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-        raise TooLargeError(
-            f"the body is {declared} bytes, over the limit of {max_bytes}; send a smaller "
-            "request or raise CLCONV_MAX_BODY_BYTES",
-            "body",
-        )
-    chunks: list[bytes] = []
-    received = 0
-    async for chunk in request.stream():
-        received += len(chunk)
-        if received > max_bytes:
-            raise TooLargeError(
-                f"the body exceeds the limit of {max_bytes} bytes; send a smaller request or "
-                "raise CLCONV_MAX_BODY_BYTES",
-                "body",
-            )
-        chunks.append(chunk)
-    raw = b"".join(chunks)
-    try:
-        body = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise MalformedBodyError(
-            f"the body is not valid JSON ({error}); send a JSON object with "
-            "Content-Type: application/json",
-            "body",
-        ) from None
-    if not isinstance(body, dict):
-        raise MalformedBodyError(
-            f"the body must be a JSON object, got a JSON {json_type(body)}", "body"
-        )
+async def read_json_body(request: Request, max_bytes: int) -> dict[str, Any]:
+    """Read a JSON object body; a framed body gets its binary tensors attached.
+
+    A framed request's response is framed too unless the body sets ``output_encoding``.
+    """
+    received = await read_body(request, max_bytes)
+    body = require_object(received.body)
+    if received.binary is not None:
+        attach_binary_tensors(body, received.binary)
+        if body.get("output_encoding") is None:
+            body["output_encoding"] = "binary"
     return body
+
+
+def native_response(result: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
+    """Send a result as JSON, or framed when a tensor in it has ``binary`` encoding."""
+    if has_binary_tensors(result):
+        content, header_length = frame_response(result)
+        return framed_response(content, header_length, headers)
+    return json_response(result, headers=headers)
 
 
 def server_timing(timings: dict[str, float]) -> str:
@@ -114,6 +104,9 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     _install_error_handlers(app)
     _install_request_logging(app)
     _add_routes(app, engine, settings)
+    _add_echo_routes(app, settings)
+    app.include_router(v2.create_router(engine, settings))
+    mount_playground(app)
     return app
 
 
@@ -210,7 +203,7 @@ def _add_operation_route(app: FastAPI, engine: Engine, settings: Settings, op: s
             "+".join(result["algorithm"]),
             " ".join(f"{k}={v:.3f}ms" for k, v in timings.items()),
         )
-        return json_response(result, headers={"Server-Timing": server_timing(timings)})
+        return native_response(result, headers={"Server-Timing": server_timing(timings)})
 
     # TODO: publish request-body JSON schemas in OpenAPI; the body is decoded by hand so that
     # errors carry field paths, and /docs shows no body model yet.
@@ -221,3 +214,28 @@ def _add_operation_route(app: FastAPI, engine: Engine, settings: Settings, op: s
         summary=f"Run {op} on an OpenCL device",
         name=op,
     )
+
+
+def _add_echo_routes(app: FastAPI, settings: Settings) -> None:
+    """Diagnostic endpoints that measure transport alone (``bench/transport.py``)."""
+
+    @app.post("/v1/echo", include_in_schema=False)
+    async def echo(request: Request) -> Response:
+        # Decodes and re-encodes ``input`` exactly as an operation endpoint would, runs nothing.
+        body = await read_json_body(request, settings.max_body_bytes)
+        tensor = decode_tensor(body.get("input"), "input")
+        encoding = body.get("output_encoding") or tensor.encoding
+        if encoding not in ENCODINGS:
+            raise ValidationError(
+                f"output_encoding {encoding!r} is unknown; use one of {', '.join(ENCODINGS)}",
+                "output_encoding",
+            )
+        assert tensor.array is not None  # decode_tensor without allow_shape_only has values
+        return native_response({"output": encode_tensor(tensor.array, encoding)})
+
+    @app.post("/v1/echo_raw", include_in_schema=False)
+    async def echo_raw(request: Request) -> Response:
+        # The baseline for /v1/echo: the same size-capped read, and the bytes back unparsed.
+        raw = await read_raw_body(request, settings.max_body_bytes)
+        media_type = request.headers.get("content-type", "application/octet-stream")
+        return Response(raw, media_type=media_type)

@@ -2,6 +2,9 @@
 
 A tensor is ``{"shape": [...], "dtype": "float32", "data": [...]}`` (flat or nested, row-major)
 or ``{"shape": [...], "dtype": "float32", "base64": "..."}`` (little-endian bytes, C order).
+A request in the binary framing (``clconv.api.binary``) arrives as
+``{"shape": [...], "dtype": "float32", "binary_data_size": n}``, and the API layer adds the
+tensor's bytes under ``RAW_BYTES_KEY`` before ``decode_tensor`` runs.
 """
 
 from __future__ import annotations
@@ -22,7 +25,11 @@ DTYPES: dict[str, np.dtype[Any]] = {
     "float32": np.dtype(np.float32),
     "float64": np.dtype(np.float64),
 }
-ENCODINGS = ("json", "base64")
+ENCODINGS = ("json", "base64", "binary")
+# Internal key of a tensor object: a 1-D uint8 numpy array viewing the tensor's little-endian
+# bytes. The binary framing sets it on requests and ``encode_tensor(..., "binary")`` on results.
+# JSON cannot produce a numpy array, so a client cannot forge it.
+RAW_BYTES_KEY = "_raw_bytes"
 
 
 @dataclass(frozen=True)
@@ -56,19 +63,32 @@ def decode_tensor(value: Any, field: str, *, allow_shape_only: bool = False) -> 
     dtype = _decode_dtype(value.get("dtype", "float32"), f"{field}.dtype")
     has_data = "data" in value
     has_base64 = "base64" in value
-    if has_data and has_base64:
+    has_raw = RAW_BYTES_KEY in value
+    if has_data + has_base64 + has_raw > 1:
         raise ValidationError(
-            f"{field} has both 'data' and 'base64'; send exactly one of them", field
+            f"{field} has more than one of 'data', 'base64' and 'binary_data_size'; send "
+            "exactly one of them",
+            field,
         )
-    if not has_data and not has_base64:
+    if not has_data and not has_base64 and not has_raw:
         if allow_shape_only:
             return Tensor(shape, dtype, None, "json")
+        if "binary_data_size" in value:
+            raise ValidationError(
+                f"{field} has binary_data_size, but the request has no binary section; send "
+                "the Inference-Header-Content-Length header with the length of the JSON header",
+                f"{field}.binary_data_size",
+                code="missing_field",
+            )
         raise ValidationError(
             f"{field} has no values; add 'data' (a list of numbers) or 'base64' "
             "(little-endian bytes)",
             f"{field}.data",
             code="missing_field",
         )
+    if has_raw:
+        array = _decode_raw_bytes(value[RAW_BYTES_KEY], shape, dtype, f"{field}.binary_data_size")
+        return Tensor(shape, dtype, array, "binary")
     if has_base64:
         array = _decode_base64(value["base64"], shape, dtype, f"{field}.base64")
         return Tensor(shape, dtype, array, "base64")
@@ -77,9 +97,17 @@ def decode_tensor(value: Any, field: str, *, allow_shape_only: bool = False) -> 
 
 
 def encode_tensor(array: npt.NDArray[Any], encoding: str) -> dict[str, Any]:
-    """Encode a result array as a tensor object in ``json`` or ``base64`` encoding."""
+    """Encode a result array as a tensor object in ``json``, ``base64`` or ``binary`` encoding.
+
+    A ``binary`` tensor carries ``binary_data_size`` and its bytes under ``RAW_BYTES_KEY``; the
+    API layer moves those bytes into the binary section of the response.
+    """
     body: dict[str, Any] = {"shape": list(array.shape), "dtype": str(array.dtype)}
-    if encoding == "base64":
+    if encoding == "binary":
+        little_endian = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
+        body["binary_data_size"] = little_endian.nbytes
+        body[RAW_BYTES_KEY] = little_endian.reshape(-1).view(np.uint8)
+    elif encoding == "base64":
         little_endian = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
         body["base64"] = base64.b64encode(little_endian.tobytes()).decode("ascii")
     else:
@@ -148,6 +176,30 @@ def _decode_base64(value: Any, shape: tuple[int, ...], dtype: str, field: str) -
             code="shape_mismatch",
         )
     array = np.frombuffer(raw, dtype=item).reshape(shape)
+    return array if item == DTYPES[dtype] else array.astype(DTYPES[dtype])
+
+
+def _decode_raw_bytes(
+    value: Any, shape: tuple[int, ...], dtype: str, field: str
+) -> npt.NDArray[Any]:
+    if not isinstance(value, np.ndarray) or value.dtype != np.uint8 or value.ndim != 1:
+        raise ValidationError(
+            f"{field.rsplit('.', 1)[0]}.{RAW_BYTES_KEY} is reserved for the binary framing; "
+            "send 'data', 'base64' or 'binary_data_size' instead",
+            field,
+            code="invalid_type",
+        )
+    item = DTYPES[dtype].newbyteorder("<")
+    expected = math.prod(shape) * item.itemsize
+    if value.nbytes != expected:
+        raise ValidationError(
+            f"{field} is {value.nbytes} bytes, but shape {list(shape)} of {dtype} needs "
+            f"{expected}; send prod(shape) * {item.itemsize} bytes",
+            field,
+            code="shape_mismatch",
+        )
+    # A view, not a copy: the values stay in the request body until the device upload.
+    array = value.view(item).reshape(shape)
     return array if item == DTYPES[dtype] else array.astype(DTYPES[dtype])
 
 
