@@ -1,25 +1,28 @@
-// Direct 2-D convolution vectorised over output channels, for runtimes that pack adjacent
-// work-items of dimension 0 into SIMD lanes (Intel's CPU runtime, GPUs). Adjacent work-items
-// compute adjacent output channels, so each weight load is contiguous across lanes and each
-// input load is the same address in every lane (a broadcast).
+// Direct 2-D convolution vectorised over output channels: each work-item keeps a tile of
+// OWB output columns x 8 output channels in OWB float8 (or double8) registers.
 //
-// in   [N, C_IN, HP, WP]              input already padded on every side, so no tap needs a
-//                                     bounds check
-// wt   [GROUPS][CIN_PG][KH][KW][KPAD] weight [K, CIN_PG, KH, KW] with the output channel of
-//                                     the group innermost, zero past KOUT_PG
-// out  [N, K, OH, OW]                 K = GROUPS * KOUT_PG
+// in   [N, C_IN, HP, WP]                 input already padded on every side, so no tap needs
+//                                        a bounds check
+// wpk  [GROUPS][KB][CIN_PG][KH][KW][8]   weight [K, CIN_PG, KH, KW] repacked so that one
+//                                        block's 8 output channels are adjacent; channels past
+//                                        KOUT_PG are zero
+// out  [N, K, OH, OW]                    K = GROUPS * KOUT_PG
 //
 // out[n, g*KOUT_PG + k, oy, ox] = sum_{ic, ky, kx} in[n, IN_CHANNEL(g, ic), oy*SH + ky*DH,
 //                                                  ox*SW + kx*DW] * w[g*KOUT_PG + k, ic, ky, kx]
 //
-// Work decomposition: a work-item computes OWB adjacent output columns of one output row for
-// one output channel, in OWB scalar accumulators (one SIMD register each once the runtime
-// vectorises across work-items; OWB = 8 fits AVX2's 16 registers). Global size:
-// (KPAD, ceil(OW / OWB), OH * N * GROUPS), KPAD = KOUT_PG rounded up to 16. Columns past OW
-// are computed from a clamped column and not stored, so loads stay in bounds.
+// Per tap, one vector load brings the weights of 8 output channels, and each of the OWB input
+// values is broadcast into a fused multiply-add with them: the register blocking oneDNN uses on
+// AVX2, written with OpenCL vector types so that runtimes which do not vectorise across
+// work-items (PoCL) still emit SIMD code. OWB = 8 keeps 8 accumulators plus operands within
+// AVX2's 16 vector registers.
+//
+// Work decomposition: global size (ceil(OW / OWB), OH, N * GROUPS * KB). Columns past OW are
+// computed from a clamped column and not stored, so loads stay in bounds.
 //
 // Build options: N, C_IN, HP, WP, K, OH, OW, KH, KW, SH, SW, DH, DW, GROUPS, CIN_PG, KOUT_PG,
-// KPAD, OWB, and optionally CHANNEL_MAP_KG, CHANNEL_MAP_CG (see conv2d_direct.cl).
+// KB = ceil(KOUT_PG / 8), OWB, and optionally CHANNEL_MAP_KG, CHANNEL_MAP_CG (see
+// conv2d_direct.cl).
 
 #ifdef CHANNEL_MAP_KG
 #define IN_CHANNEL(g, ic) \
@@ -29,37 +32,46 @@
 #endif
 
 __kernel void conv2d_direct_oc(__global const real* restrict in,
-                               __global const real* restrict wt,
+                               __global const real* restrict wpk,
                                __global const real* restrict bias,
                                __global real* restrict out) {
-    const int k_local = get_global_id(0);
-    const int ox0 = get_global_id(1) * OWB;
-    const int oy = get_global_id(2) % OH;
-    const int g = (get_global_id(2) / OH) % GROUPS;
-    const int n = get_global_id(2) / (OH * GROUPS);
+    const int ox0 = get_global_id(0) * OWB;
+    const int oy = get_global_id(1);
+    const int block = get_global_id(2);
+    const int kb = block % KB;
+    const int g = (block / KB) % GROUPS;
+    const int n = block / (KB * GROUPS);
 
-    real acc[OWB];
-    for (int j = 0; j < OWB; ++j) acc[j] = (real)0;
+    // Input offsets of the tile's columns, clamped to the last real output column.
+    int column[OWB];
+    for (int j = 0; j < OWB; ++j) column[j] = min(ox0 + j, OW - 1) * SW;
 
+    real8 acc[OWB];
+    for (int j = 0; j < OWB; ++j) acc[j] = (real8)(0);
+
+    __global const real* wblock = wpk + (long)(g * KB + kb) * CIN_PG * KH * KW * 8;
     for (int ic = 0; ic < CIN_PG; ++ic) {
         __global const real* plane =
             in + (((long)n * C_IN + IN_CHANNEL(g, ic)) * HP + oy * SH) * WP;
-        __global const real* wtap = wt + ((long)(g * CIN_PG + ic) * KH * KW) * KPAD + k_local;
+        __global const real* wtap = wblock + ic * KH * KW * 8;
         for (int ky = 0; ky < KH; ++ky) {
             for (int kx = 0; kx < KW; ++kx) {
-                const real w = wtap[(ky * KW + kx) * KPAD];
+                const real8 w = vload_real8(0, wtap + (ky * KW + kx) * 8);
                 __global const real* row = plane + ky * DH * WP + kx * DW;
-                for (int j = 0; j < OWB; ++j) {
-                    acc[j] = mad(w, row[min(ox0 + j, OW - 1) * SW], acc[j]);
-                }
+                for (int j = 0; j < OWB; ++j) acc[j] = mad((real8)(row[column[j]]), w, acc[j]);
             }
         }
     }
 
-    if (k_local >= KOUT_PG) return;
-    const int k = g * KOUT_PG + k_local;
-    __global real* dst = out + (((long)n * K + k) * OH + oy) * OW;
-    for (int j = 0; j < OWB; ++j) {
-        if (ox0 + j < OW) dst[ox0 + j] = epilogue(acc[j], bias, k);
+    for (int o = 0; o < 8; ++o) {
+        const int k_local = kb * 8 + o;
+        if (k_local >= KOUT_PG) break;
+        const int k = g * KOUT_PG + k_local;
+        __global real* dst = out + (((long)n * K + k) * OH + oy) * OW;
+        for (int j = 0; j < OWB; ++j) {
+            real values[8];
+            vstore8(acc[j], 0, values);
+            if (ox0 + j < OW) dst[ox0 + j] = epilogue(values[o], bias, k);
+        }
     }
 }

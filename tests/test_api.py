@@ -83,11 +83,9 @@ def test_plan_with_shape_only_tensors(client: httpx.Client) -> None:
     assert plan["params"] == 128 * 32 * 3 * 3 + 128
     assert plan["receptive_field"] == [3, 3]
     assert plan["effective_stride"] == [2, 2]
-    # 64 output channels per group: runtimes that vectorise across work-items get the
-    # output-channel-lane kernel after an explicit zero-padding stage.
-    lanes = plan["device"]["id"].startswith("intel") or plan["device"].get("type") == "gpu"
-    expected = ["pad_zeros", "conv2d_direct_oc"] if lanes else ["conv2d_direct"]
-    assert plan["algorithm"] == expected
+    # 64 output channels per group take the output-channel-vector kernel, which reads an
+    # explicitly zero-padded input.
+    assert plan["algorithm"] == ["pad_zeros", "conv2d_direct_oc"]
     assert plan["bytes_moved"]["download"] == 2 * 128 * 28 * 28 * 4
     assert plan["device"]["id"]
 
@@ -126,6 +124,8 @@ def test_plan_picks_algorithm_per_family(client: httpx.Client) -> None:
     assert plan_of([4, 8, 1, 1]) == ["conv2d_pointwise"]
     assert plan_of([16, 1, 3, 3], groups=8) == ["conv2d_depthwise"]
     assert plan_of([4, 8, 3, 3], padding=1) == ["conv2d_direct"]
+    assert plan_of([8, 8, 3, 3], padding=1) == ["pad_zeros", "conv2d_direct_oc"]
+    assert plan_of([8, 8, 3, 3]) == ["conv2d_direct_oc"]
     assert plan_of([4, 8, 3, 3], padding=1, padding_mode="reflect") == [
         "pad_reflect",
         "conv2d_direct",

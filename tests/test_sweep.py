@@ -77,14 +77,13 @@ def random_conv2d_case(rng: np.random.Generator, index: int, dtype: str) -> Case
         kind = rng.choice(["regular", "grouped", "depthwise", "pointwise", "dilated", "wide"])
         groups = 1
         cg = int(rng.integers(1, 5))
-        if kind == "grouped":
-            groups = int(rng.integers(2, 4))
+        if kind in ("grouped", "wide"):
+            groups = int(rng.integers(2, 4)) if kind == "grouped" else int(rng.integers(1, 3))
         c = cg * groups
         k = groups * int(rng.integers(1, 6))
         if kind == "wide":
-            # 16 or more output channels per group select the output-channel-lane kernel on
-            # runtimes that vectorise across work-items.
-            k = groups * int(rng.integers(16, 41))
+            # 8 or more output channels per group select the output-channel-vector kernel.
+            k = groups * int(rng.integers(8, 41))
         if kind == "depthwise":
             c = int(rng.integers(1, 7))
             groups, cg, k = c, 1, c * int(rng.integers(1, 4))

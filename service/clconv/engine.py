@@ -8,21 +8,23 @@ responses. Nothing here imports a web framework.
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
+from clconv.admission import Admission
 from clconv.core.fields import describe
 from clconv.core.planner import (
     OPERATIONS,
     RequestPlan,
     check_limits,
     parse_request,
-    specialize_for_device,
     summarize,
 )
 from clconv.core.tensors import encode_tensor
-from clconv.errors import DeviceError, UnsupportedOnDeviceError, ValidationError
+from clconv.errors import ClconvError, DeviceError, UnsupportedOnDeviceError, ValidationError
+from clconv.limits import check_body_tensors, check_device_memory, device_budget_bytes
 from clconv.runtime.devices import Device, DeviceRegistry, discover_devices
-from clconv.runtime.executor import Execution, execute
+from clconv.runtime.executor import Execution, StartConditions, execute
 from clconv.settings import Settings
 
 logger = logging.getLogger("clconv.engine")
@@ -33,7 +35,10 @@ class Engine:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.admission = Admission(settings)
         self._registry: DeviceRegistry | None = None
+        self._warmed_up = threading.Event()
+        self._stopping = threading.Event()
 
     def start(self) -> None:
         """Discover devices and choose the default; raises if ``CLCONV_DEVICE`` is unknown."""
@@ -48,6 +53,31 @@ class Engine:
     @property
     def ready(self) -> bool:
         return self._registry is not None and bool(self._registry.devices)
+
+    @property
+    def serving(self) -> bool:
+        """Whether the devices are up, the common kernels are built and no shutdown began."""
+        return self.ready and self._warmed_up.is_set() and not self._stopping.is_set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    def begin_shutdown(self) -> None:
+        """Report not-ready from now on; requests already admitted still finish."""
+        self._stopping.set()
+
+    def warm_up(self) -> None:
+        """Build the most common kernels on every device by running a tiny request of each
+        kind: conv2d 3x3 and 1x1 (pointwise), depthwise separable and transposed."""
+        for device in self.registry.devices:
+            for op, body in _warm_up_bodies(device.id):
+                try:
+                    self.run(op, body)
+                except ClconvError as error:
+                    logger.error("warm-up %s on %s failed: %s", op, device.id, error.message)
+        self._warmed_up.set()
+        logger.info("warm-up done on %d devices", len(self.registry.devices))
 
     @property
     def registry(self) -> DeviceRegistry:
@@ -74,19 +104,34 @@ class Engine:
                 "op",
                 code="missing_field" if op is None else "invalid_value",
             )
+        check_body_tensors(body, self.settings)
         plan = parse_request(op, body, allow_shape_only=True)
         device = self._device_for(plan)
-        specialize_for_device(plan, vectorizes_work_items=device.vectorizes_work_items)
         check_limits(plan, self.settings)
+        check_device_memory(plan, device, self.settings)
         return {"op": op, **summarize(plan), "device": _device_ref(device)}
 
-    def run(self, op: str, body: Any) -> dict[str, Any]:
-        """Validate, plan and execute one request; return the response body."""
+    def run(self, op: str, body: Any, conditions: StartConditions | None = None) -> dict[str, Any]:
+        """Validate, plan, admit and execute one request; return the response body.
+
+        Raises ``OverloadedError`` when the device's queue or memory budget is full, and the
+        errors of ``execute`` when the request cannot start under ``conditions`` or fails.
+        """
+        check_body_tensors(body, self.settings)
         plan = parse_request(op, body)
         device = self._device_for(plan)
-        specialize_for_device(plan, vectorizes_work_items=device.vectorizes_work_items)
         check_limits(plan, self.settings)
-        execution = execute(plan, device)
+        needed = check_device_memory(plan, device, self.settings)
+        budget = device_budget_bytes(device, self.settings)
+        conditions = conditions or StartConditions()
+        with self.admission.admit(device.id, needed, budget) as ticket:
+            conditions.on_start = ticket.start
+            try:
+                execution = execute(plan, device, conditions)
+            except DeviceError as error:
+                device.record_failure(error.message, self.settings.max_device_failures)
+                raise
+            device.record_success()
         return _response(plan, execution)
 
     def _device_for(self, plan: RequestPlan) -> Device:
@@ -98,6 +143,33 @@ class Engine:
                 "input.dtype",
             )
         return device
+
+
+def _warm_up_bodies(device_id: str) -> list[tuple[str, dict[str, Any]]]:
+    def zeros(*shape: int) -> dict[str, Any]:
+        count = 1
+        for size in shape:
+            count *= size
+        return {"shape": list(shape), "dtype": "float32", "data": [0.0] * count}
+
+    bodies: list[tuple[str, dict[str, Any]]] = [
+        ("conv2d", {"input": zeros(1, 3, 8, 8), "weight": zeros(4, 3, 3, 3), "padding": 1}),
+        ("conv2d", {"input": zeros(1, 4, 8, 8), "weight": zeros(8, 4, 1, 1)}),
+        (
+            "depthwise_separable_conv2d",
+            {
+                "input": zeros(1, 4, 8, 8),
+                "depthwise_weight": zeros(4, 1, 3, 3),
+                "pointwise_weight": zeros(8, 4, 1, 1),
+                "padding": 1,
+            },
+        ),
+        (
+            "conv_transpose2d",
+            {"input": zeros(1, 4, 4, 4), "weight": zeros(4, 3, 3, 3), "stride": 2},
+        ),
+    ]
+    return [(op, {**body, "device": device_id}) for op, body in bodies]
 
 
 def _device_ref(device: Device) -> dict[str, str]:

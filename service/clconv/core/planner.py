@@ -19,6 +19,11 @@ from clconv.settings import Settings
 
 OPERATIONS = (*BUILDERS, "pipeline")
 
+# conv2d_direct_oc computes 8 output channels per vector. In a same-run comparison on Intel's
+# runtime and PoCL 3.1 (2-core AMD EPYC, AVX2) it ran 1.05x to 3.3x faster than conv2d_direct
+# for 8 to 256 output channels per group; below 8 its vector lanes would sit idle.
+MIN_CHANNELS_FOR_CHANNEL_VECTORS = 8
+
 # Kernels index buffers with 32-bit ints.
 MAX_BUFFER_ELEMENTS = 2**31 - 1
 
@@ -87,6 +92,7 @@ def parse_request(op: str, body: Any, *, allow_shape_only: bool = False) -> Requ
     for stage in plan.stages:
         if isinstance(stage, ConvStage):
             stage.algorithm = choose_conv_algorithm(stage)
+    _insert_explicit_padding(plan)
     return plan
 
 
@@ -150,8 +156,9 @@ def _parse_pipeline(body: dict[str, Any], in_shape: Shape4, ctx: BuildContext) -
 
 def choose_conv_algorithm(stage: ConvStage) -> str:
     """Pick a kernel by rule: GEMM for 1x1 stride-1 unpadded, depthwise for groups == C with
-    one input channel per group and a depth multiplier of at most 4, else the register-blocked
-    direct kernel."""
+    one input channel per group and a depth multiplier of at most 4, the output-channel-vector
+    direct kernel for 8 or more output channels per group, else the width-vector direct
+    kernel."""
     _, c, _, _ = stage.in_shape
     _, cg, kh, kw = stage.weight_shape
     unit = stage.stride == (1, 1) and stage.dilation == (1, 1) and not stage.pads.any
@@ -163,45 +170,24 @@ def choose_conv_algorithm(stage: ConvStage) -> str:
     multiplier = stage.out_shape[1] // c
     if stage.channel_map is None and stage.groups == c and cg == 1 and multiplier <= 4:
         return "conv2d_depthwise"
+    if stage.out_shape[1] // stage.groups >= MIN_CHANNELS_FOR_CHANNEL_VECTORS:
+        return "conv2d_direct_oc"
     return "conv2d_direct"
 
 
-# Below this many output channels per group, lanes of the output-channel kernel would sit idle.
-MIN_CHANNELS_FOR_CHANNEL_LANES = 16
-
-
-def specialize_for_device(plan: RequestPlan, *, vectorizes_work_items: bool) -> None:
-    """Swap in kernels suited to the chosen device.
-
-    Runtimes that pack adjacent work-items into SIMD lanes (Intel's CPU runtime, GPUs) run
-    ``conv2d_direct_oc``, which puts output channels in the lanes and needs its input padded
-    beforehand; others keep ``conv2d_direct``, whose explicit vectors run along the width.
-    """
-    if not vectorizes_work_items:
-        return
+def _insert_explicit_padding(plan: RequestPlan) -> None:
+    """Give every ``conv2d_direct_oc`` stage a zero-padding stage in front, because that kernel
+    reads its taps without bounds checks."""
     for op in plan.ops:
         stages: list[Stage] = []
         for stage in op.stages:
-            if isinstance(stage, ConvStage) and _wants_channel_lanes(stage):
-                if stage.pads.any:
-                    pad = PadStage(
-                        stage.in_shape,
-                        _padded_shape(stage.in_shape, stage.pads),
-                        "zeros",
-                        stage.pads,
-                    )
-                    stages.append(pad)
-                    stage = replace(stage, in_shape=pad.out_shape, pads=Pads())
-                stage.algorithm = "conv2d_direct_oc"
+            unpadded_kernel = isinstance(stage, ConvStage) and stage.algorithm == "conv2d_direct_oc"
+            if unpadded_kernel and stage.pads.any:
+                padded = _padded_shape(stage.in_shape, stage.pads)
+                stages.append(PadStage(stage.in_shape, padded, "zeros", stage.pads))
+                stage = replace(stage, in_shape=padded, pads=Pads())
             stages.append(stage)
         op.stages = stages
-
-
-def _wants_channel_lanes(stage: ConvStage) -> bool:
-    channels_per_group = stage.out_shape[1] // stage.groups
-    return (
-        stage.algorithm == "conv2d_direct" and channels_per_group >= MIN_CHANNELS_FOR_CHANNEL_LANES
-    )
 
 
 def _padded_shape(shape: Shape4, pads: Pads) -> Shape4:

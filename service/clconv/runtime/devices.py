@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pyopencl as cl
 
-from clconv.errors import UnknownDeviceError
+from clconv.errors import DeviceUnavailableError, UnknownDeviceError
 from clconv.runtime.icd import configure_icd_loader
 from clconv.runtime.programs import ProgramCache
 
@@ -73,6 +73,24 @@ class Device:
     programs: ProgramCache
     lock: threading.Lock = field(default_factory=threading.Lock)
     is_default: bool = False
+    consecutive_failures: int = 0
+    disabled_reason: str | None = None
+
+    @property
+    def healthy(self) -> bool:
+        return self.disabled_reason is None
+
+    def record_success(self) -> None:
+        self.consecutive_failures = 0
+
+    def record_failure(self, message: str, max_failures: int) -> None:
+        """Count a failed request; the ``max_failures``-th in a row takes the device out."""
+        self.consecutive_failures += 1
+        if self.healthy and self.consecutive_failures >= max_failures:
+            self.disabled_reason = (
+                f"{self.consecutive_failures} consecutive OpenCL failures, the last: {message}"
+            )
+            logger.error("taking device %s out of rotation: %s", self.id, self.disabled_reason)
 
     @property
     def name(self) -> str:
@@ -89,14 +107,6 @@ class Device:
             if kind & bit:
                 return name
         return "other"
-
-    @property
-    def vectorizes_work_items(self) -> bool:
-        """Whether the runtime packs adjacent work-items into SIMD lanes: true for GPUs and
-        Intel's CPU runtime; PoCL's CPU device vectorises loops inside one work-item instead."""
-        if self.cl_device.type & cl.device_type.GPU:
-            return True
-        return self.id.split(":")[0] == "intel"
 
     @property
     def fp64(self) -> bool:
@@ -126,6 +136,8 @@ class Device:
             "driver_version": str(dev.driver_version).strip(),
             "opencl_version": str(dev.version).strip(),
             "default": self.is_default,
+            "healthy": self.healthy,
+            "disabled_reason": self.disabled_reason,
         }
 
 
@@ -142,6 +154,13 @@ class DeviceRegistry:
         requested = device_id or self.default_id
         for device in self.devices:
             if device.id == requested:
+                if not device.healthy:
+                    healthy = ", ".join(d.id for d in self.devices if d.healthy) or "none"
+                    raise DeviceUnavailableError(
+                        f"device {device.id} is out of rotation ({device.disabled_reason}); "
+                        f"choose a healthy device ({healthy}) or restart the server",
+                        "device",
+                    )
                 return device
         known = ", ".join(d.id for d in self.devices) or "none"
         raise UnknownDeviceError(

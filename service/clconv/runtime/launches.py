@@ -24,10 +24,9 @@ PAD_MODE_CODES = {"zeros": 0, "reflect": 1, "replicate": 2, "circular": 3}
 MAX_CHANNEL_BLOCK = 8
 
 
-# conv2d_direct_oc: output channels per group are padded to a multiple of CHANNEL_LANES (the
-# AVX-512 float width, twice AVX2's), and each work-item keeps OUTPUT_COLUMN_BLOCK accumulators,
-# which fit AVX2's 16 vector registers with room for the weight and input operands.
-CHANNEL_LANES = 16
+# conv2d_direct_oc: 8 output channels per vector (one AVX2 float register) and 8 output
+# columns per work-item, so 8 accumulators plus operands fit AVX2's 16 vector registers.
+CHANNEL_VECTOR = 8
 OUTPUT_COLUMN_BLOCK = 8
 
 
@@ -162,14 +161,13 @@ def _direct_launch(stage: ConvStage, base: dict[str, int | float | str]) -> Laun
 def _direct_oc_launch(stage: ConvStage, base: dict[str, int | float | str]) -> Launch:
     n, _, hp, wp = stage.in_shape
     _, k, oh, ow = stage.out_shape
-    _, cg, kh, kw = stage.weight_shape
+    _, cg, _, _ = stage.weight_shape
     if stage.pads.any:
         raise ValueError("conv2d_direct_oc needs its input padded by an earlier stage")
     kg = k // stage.groups
-    lanes = math.ceil(kg / CHANNEL_LANES) * CHANNEL_LANES
-    weight = _require(stage.weight).reshape(stage.groups, kg, cg, kh, kw)
-    packed = np.zeros((stage.groups, cg, kh, kw, lanes), dtype=weight.dtype)
-    packed[..., :kg] = weight.transpose(0, 2, 3, 4, 1)
+    weight, blocks = _pack_blocked(
+        _require(stage.weight), stage.groups, CHANNEL_VECTOR, transposed=False
+    )
     defines = (
         base
         | _shape_defines(stage)
@@ -180,15 +178,15 @@ def _direct_oc_launch(stage: ConvStage, base: dict[str, int | float | str]) -> L
             "GROUPS": stage.groups,
             "CIN_PG": cg,
             "KOUT_PG": kg,
-            "KPAD": lanes,
+            "KB": blocks,
             "OWB": OUTPUT_COLUMN_BLOCK,
         }
     )
     if stage.channel_map is not None:
         defines |= {"CHANNEL_MAP_KG": stage.channel_map[0], "CHANNEL_MAP_CG": stage.channel_map[1]}
-    global_size = (lanes, math.ceil(ow / OUTPUT_COLUMN_BLOCK), oh * n * stage.groups)
+    global_size = (math.ceil(ow / OUTPUT_COLUMN_BLOCK), oh, n * stage.groups * blocks)
     return Launch(
-        stage, "conv2d_direct_oc.cl", "conv2d_direct_oc", defines, global_size, packed, stage.bias
+        stage, "conv2d_direct_oc.cl", "conv2d_direct_oc", defines, global_size, weight, stage.bias
     )
 
 
