@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import csv
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,8 +31,12 @@ DEEPBENCH_SAMPLE = 20
 DEEPBENCH_MAX_MACS = 2_000_000_000
 # Eligible rows also need at most this much memory for input, weight and output in float32.
 DEEPBENCH_MAX_BYTES = 2 * 1024**3
-# The problem list sits in the workspace's shared data folder, beside the repository.
-DEFAULT_DEEPBENCH_CSV = Path(__file__).resolve().parents[2] / "shared/suites/deepbench_conv.csv"
+# DeepBench's problem list is external data; CLCONV_SUITES_DIR names its folder (default: the
+# shared suites folder beside the repository, as the tests use).
+DEFAULT_DEEPBENCH_CSV = (
+    Path(os.environ.get("CLCONV_SUITES_DIR", Path(__file__).resolve().parents[2] / "shared/suites"))
+    / "deepbench_conv.csv"
+)
 
 
 @dataclass(frozen=True)

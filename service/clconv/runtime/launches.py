@@ -238,9 +238,11 @@ def _transpose_launch(stage: ConvTransposeStage, base: dict[str, int | float | s
     n, c, _, _ = stage.in_shape
     _, _, oh, ow = stage.out_shape
     _, kg, _, _ = stage.weight_shape
-    block = _channel_block(kg)
-    weight, blocks = _pack_blocked(_require(stage.weight), stage.groups, block, transposed=True)
+    weight, blocks = _pack_blocked(
+        _require(stage.weight), stage.groups, CHANNEL_VECTOR, transposed=True
+    )
     columns_per_phase = math.ceil(ow / stage.stride[1])
+    column_blocks = math.ceil(columns_per_phase / OUTPUT_COLUMN_BLOCK)
     defines = (
         base
         | _shape_defines(stage)
@@ -249,15 +251,15 @@ def _transpose_launch(stage: ConvTransposeStage, base: dict[str, int | float | s
             "GROUPS": stage.groups,
             "CIN_PG": c // stage.groups,
             "KOUT_PG": kg,
-            "OCB": block,
             "KB": blocks,
             "QW": columns_per_phase,
+            "QB": column_blocks,
             # Valid taps on an axis repeat every stride / gcd(stride, dilation) taps.
             "STEP_Y": stage.stride[0] // math.gcd(stage.stride[0], stage.dilation[0]),
             "STEP_X": stage.stride[1] // math.gcd(stage.stride[1], stage.dilation[1]),
         }
     )
-    global_size = (stage.stride[1] * columns_per_phase, oh, n * stage.groups * blocks)
+    global_size = (stage.stride[1] * column_blocks, oh, n * stage.groups * blocks)
     return Launch(
         stage,
         "conv_transpose2d.cl",
