@@ -432,7 +432,11 @@ def test_scale_out_through_nginx(
 
     assert not failover.failures, "\n".join(failover.failures[:10])
     assert failover.correct == FAILOVER_REQUESTS
-    assert sum(failover_split.values()) == FAILOVER_REQUESTS, failover_split
+    # A client retry after a 502/503 from nginx adds an access-log line for the same request.
+    answered = sum(failover_split.values())
+    assert FAILOVER_REQUESTS <= answered <= FAILOVER_REQUESTS + failover.client_retries, (
+        failover_split
+    )
     for address in addresses:
         assert baseline_split[address] > 0, f"{address} got no request: {dict(baseline_split)}"
         assert failover_split[address] > 0, f"{address} got no request: {dict(failover_split)}"

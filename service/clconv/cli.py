@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from types import FrameType
 
 from clconv import __version__
 from clconv.cli_client import CLIENT_COMMANDS, add_client_commands, run_client_command
@@ -36,12 +37,29 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+def _configure_logging(level: str, log_format: str) -> None:
+    """Log to stderr as text, or as one JSON object per line with ``CLCONV_LOG_FORMAT=json``."""
+    handler = logging.StreamHandler(sys.stderr)
+    if log_format == "json":
+        from clconv.api.observability import JsonFormatter
+
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])
+
+
+def log_exposure(settings: Settings, logger: logging.Logger) -> None:
+    """Warn loudly when a non-loopback address is bound without API keys; never log a key."""
+    if settings.host not in LOOPBACK_HOSTS and not settings.api_keys:
+        logger.warning(
+            "SECURITY WARNING: binding %s, which is reachable from other machines, and "
+            "CLCONV_API_KEYS is not set, so anyone who can reach this port can run work on "
+            "its devices; set CLCONV_API_KEYS or bind 127.0.0.1",
+            settings.host,
+        )
+    if settings.api_keys:
+        logger.info("API keys required: %d configured", len(settings.api_keys))
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -62,13 +80,9 @@ def serve(args: argparse.Namespace) -> int:
     if args.log_level:
         overrides["log_level"] = args.log_level.upper()
     settings = Settings(**{**settings.__dict__, **overrides})
-    _configure_logging(settings.log_level)
+    _configure_logging(settings.log_level, settings.log_format)
     logger = logging.getLogger("clconv")
-    if settings.host not in LOOPBACK_HOSTS:
-        logger.warning(
-            "binding %s, which is reachable from other machines; clconv has no authentication",
-            settings.host,
-        )
+    log_exposure(settings, logger)
     logger.info("serving on http://%s:%d (pid %d)", settings.host, settings.port, os.getpid())
     # Discover devices before binding, so a bad CLCONV_DEVICE ends the process with a message.
     engine = Engine(settings)
@@ -78,7 +92,27 @@ def serve(args: argparse.Namespace) -> int:
         logger.error("start-up failed: %s", error.message)
         return 2
     app = create_app(settings, engine)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level.lower())
+    # With JSON logs, uvicorn's own loggers are left unconfigured so that their lines reach
+    # the root handler and come out as JSON too.
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level.lower(),
+        log_config=None if settings.log_format == "json" else uvicorn.config.LOGGING_CONFIG,
+    )
+
+    class ReadinessAwareServer(uvicorn.Server):
+        """Turns /readyz not-ready at the first SIGTERM or SIGINT, while in-flight requests
+        drain; uvicorn runs the lifespan shutdown only after they have."""
+
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            if not engine.stopping:
+                logger.info("signal %d: not ready from now on; draining requests", sig)
+            engine.begin_shutdown()
+            super().handle_exit(sig, frame)
+
+    ReadinessAwareServer(config).run()
     return 0
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any
 
 from clconv.admission import Admission
@@ -69,15 +70,29 @@ class Engine:
 
     def warm_up(self) -> None:
         """Build the most common kernels on every device by running a tiny request of each
-        kind: conv2d 3x3 and 1x1 (pointwise), depthwise separable and transposed."""
+        kind: conv2d 3x3 and 1x1 (pointwise), depthwise separable and transposed. The
+        Oclgrind simulator is skipped: it is for checking kernels, not for serving.
+
+        With ``CLCONV_WARMUP=0`` nothing is built and the server is ready at once.
+        """
+        if not self.settings.warmup:
+            self._warmed_up.set()
+            return
+        started = time.perf_counter()
         for device in self.registry.devices:
+            if device.is_simulator:
+                continue
             for op, body in _warm_up_bodies(device.id):
                 try:
                     self.run(op, body)
                 except ClconvError as error:
                     logger.error("warm-up %s on %s failed: %s", op, device.id, error.message)
         self._warmed_up.set()
-        logger.info("warm-up done on %d devices", len(self.registry.devices))
+        logger.info(
+            "warm-up built the common kernels on %d devices in %.2f s",
+            len(self.registry.devices),
+            time.perf_counter() - started,
+        )
 
     @property
     def registry(self) -> DeviceRegistry:

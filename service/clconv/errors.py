@@ -9,8 +9,15 @@ Hierarchy::
     │   │   ├── NotSeparableError  422: a weight is not rank 1 within the tolerance
     │   │   ├── UnknownDeviceError 422: no device has the requested id
     │   │   └── UnsupportedOnDeviceError 422: the device lacks a feature (fp64)
-    │   └── TooLargeError          413: output, working memory or body over a configured limit
+    │   ├── UnauthorizedError      401: no API key was sent, and the server requires one
+    │   ├── ForbiddenError         403: the API key sent is not one of the server's keys
+    │   ├── UnsupportedMediaTypeError 415: a Content-Encoding the server does not decode
+    │   ├── TooLargeError          413: a body, tensor, kernel, output or memory over a limit
+    │   └── ClientDisconnectedError 499: the client went away before its work started
+    ├── OverloadedError            503: a queue or byte budget is full; sends Retry-After
+    ├── DeadlineExceededError      504: the work did not start before the request's deadline
     └── DeviceError                500: an OpenCL call failed on the server's side
+        └── DeviceUnavailableError 503: the device was taken out of rotation after failures
 
 Every message names the offending value and says how to fix it; ``field`` is a dotted path into
 the request body such as ``steps[1].weight.shape``.
@@ -27,10 +34,18 @@ class ClconvError(Exception):
     status = 500
     code = "internal_error"
 
-    def __init__(self, message: str, field: str | None = None, *, code: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        field: str | None = None,
+        *,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.field = field
+        self.headers = dict(headers or {})
         if code is not None:
             self.code = code
 
@@ -73,8 +88,50 @@ class TooLargeError(RequestError):
     code = "too_large"
 
 
+class UnauthorizedError(RequestError):
+    status = 401
+    code = "unauthorized"
+
+
+class ForbiddenError(RequestError):
+    status = 403
+    code = "forbidden"
+
+
+class UnsupportedMediaTypeError(RequestError):
+    status = 415
+    code = "unsupported_media_type"
+
+
+class ClientDisconnectedError(RequestError):
+    """The client closed the connection while its request waited; nobody reads this status."""
+
+    status = 499
+    code = "client_disconnected"
+
+
+class OverloadedError(ClconvError):
+    """The server is at a configured capacity limit; the client should retry after a pause."""
+
+    status = 503
+    code = "overloaded"
+
+    def __init__(self, message: str, field: str | None = None, *, retry_after_s: int = 1) -> None:
+        super().__init__(message, field, headers={"Retry-After": str(retry_after_s)})
+
+
+class DeadlineExceededError(ClconvError):
+    status = 504
+    code = "deadline_exceeded"
+
+
 class DeviceError(ClconvError):
     """An OpenCL failure that is not the client's fault; names the device and the status."""
 
     status = 500
     code = "device_error"
+
+
+class DeviceUnavailableError(DeviceError):
+    status = 503
+    code = "device_unavailable"

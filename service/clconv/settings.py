@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 MIB = 1024 * 1024
+LOG_FORMATS = ("text", "json")
 
 
 @dataclass(frozen=True)
@@ -24,30 +25,102 @@ class Settings:
     max_output_bytes: int = 1024 * MIB
     max_work_bytes: int = 2048 * MIB
     log_level: str = "INFO"
+    log_format: str = "text"
+    max_tensor_elements: int = 2**28
+    max_kernel_size: int = 64
+    device_memory_fraction: float = 0.5
+    max_queued: int = 16
+    max_inflight_bytes: int = 2048 * MIB
+    request_timeout_s: float = 60.0
+    api_keys: tuple[str, ...] = ()
+    max_device_failures: int = 3
+    warmup: bool = True
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """Build settings from ``CLCONV_DEVICE``, ``CLCONV_MAX_BODY_BYTES``,
-        ``CLCONV_MAX_OUTPUT_BYTES``, ``CLCONV_MAX_WORK_BYTES`` and ``CLCONV_LOG_LEVEL``."""
+        """Build settings from the ``CLCONV_*`` variables named after each field in capitals
+        (``CLCONV_MAX_BODY_BYTES`` sets ``max_body_bytes``); ``CLCONV_API_KEYS`` is a
+        comma-separated list. An invalid value raises ``ValueError`` naming the variable."""
         env = os.environ if environ is None else environ
         defaults = cls()
+        log_format = env.get("CLCONV_LOG_FORMAT", defaults.log_format).strip().lower()
+        if log_format not in LOG_FORMATS:
+            raise ValueError(
+                f"CLCONV_LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}, got {log_format!r}"
+            )
+        keys = tuple(key.strip() for key in env.get("CLCONV_API_KEYS", "").split(","))
         return cls(
             device=env.get("CLCONV_DEVICE") or None,
-            max_body_bytes=_read_bytes(env, "CLCONV_MAX_BODY_BYTES", defaults.max_body_bytes),
-            max_output_bytes=_read_bytes(env, "CLCONV_MAX_OUTPUT_BYTES", defaults.max_output_bytes),
-            max_work_bytes=_read_bytes(env, "CLCONV_MAX_WORK_BYTES", defaults.max_work_bytes),
+            max_body_bytes=_read_int(env, "CLCONV_MAX_BODY_BYTES", defaults.max_body_bytes),
+            max_output_bytes=_read_int(env, "CLCONV_MAX_OUTPUT_BYTES", defaults.max_output_bytes),
+            max_work_bytes=_read_int(env, "CLCONV_MAX_WORK_BYTES", defaults.max_work_bytes),
             log_level=env.get("CLCONV_LOG_LEVEL", defaults.log_level).upper(),
+            log_format=log_format,
+            max_tensor_elements=_read_int(
+                env, "CLCONV_MAX_TENSOR_ELEMENTS", defaults.max_tensor_elements
+            ),
+            max_kernel_size=_read_int(env, "CLCONV_MAX_KERNEL_SIZE", defaults.max_kernel_size),
+            device_memory_fraction=_read_fraction(
+                env, "CLCONV_DEVICE_MEMORY_FRACTION", defaults.device_memory_fraction
+            ),
+            max_queued=_read_int(env, "CLCONV_MAX_QUEUED", defaults.max_queued),
+            max_inflight_bytes=_read_int(
+                env, "CLCONV_MAX_INFLIGHT_BYTES", defaults.max_inflight_bytes
+            ),
+            request_timeout_s=_read_seconds(
+                env, "CLCONV_REQUEST_TIMEOUT_S", defaults.request_timeout_s
+            ),
+            api_keys=tuple(key for key in keys if key),
+            max_device_failures=_read_int(
+                env, "CLCONV_MAX_DEVICE_FAILURES", defaults.max_device_failures
+            ),
+            warmup=_read_flag(env, "CLCONV_WARMUP", defaults.warmup),
         )
 
 
-def _read_bytes(env: Mapping[str, str], name: str, default: int) -> int:
+def _read_int(env: Mapping[str, str], name: str, default: int) -> int:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
     try:
         value = int(raw)
     except ValueError:
-        raise ValueError(f"{name} must be a whole number of bytes, got {raw!r}") from None
+        raise ValueError(f"{name} must be a whole number, got {raw!r}") from None
     if value <= 0:
         raise ValueError(f"{name} must be positive, got {value}")
     return value
+
+
+def _read_float(env: Mapping[str, str], name: str, default: float, unit: str) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be {unit}, got {raw!r}") from None
+    if not value > 0:
+        raise ValueError(f"{name} must be positive, got {raw!r}")
+    return value
+
+
+def _read_seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    return _read_float(env, name, default, "a number of seconds")
+
+
+def _read_fraction(env: Mapping[str, str], name: str, default: float) -> float:
+    value = _read_float(env, name, default, "a fraction such as 0.5")
+    if value > 1:
+        raise ValueError(f"{name} must be in (0, 1], got {value}")
+    return value
+
+
+def _read_flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw == "":
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{name} must be 1 or 0 (true or false), got {raw!r}")

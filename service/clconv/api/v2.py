@@ -8,8 +8,11 @@ only scalar parameters, so a string that starts with ``[`` or ``{`` is decoded a
 strings and booleans pass through as they are. Tensors
 arrive as JSON ``data`` or in the binary tensor data extension (``clconv.api.binary``).
 
-Errors are ``{"error": "message"}``: 404 for an unknown model or version, 413 for a body over
-the size limit, 400 for every other client mistake, and 500 for device failures.
+Errors are ``{"error": "message"}``. An unknown model or version gets 404, and a body or
+tensor over a size limit 413. A missing or wrong API key gets 401 or 403, a compressed body
+415, and every other client mistake 400. The server's side gets 500 for device
+failures, 503 (with ``Retry-After``) when overloaded, and 504 when the work did not start
+before the deadline.
 """
 
 from __future__ import annotations
@@ -29,10 +32,19 @@ from starlette.concurrency import run_in_threadpool
 from clconv import __version__
 from clconv.api.binary import BinarySection, frame, require_object
 from clconv.api.bodies import RequestBody, framed_response, json_response, read_body
+from clconv.api.dispatch import check_declared_body, run_engine
 from clconv.core.fields import describe
 from clconv.core.tensors import RAW_BYTES_KEY
 from clconv.engine import Engine
-from clconv.errors import ClconvError, RequestError, TooLargeError, ValidationError
+from clconv.errors import (
+    ClconvError,
+    ForbiddenError,
+    RequestError,
+    TooLargeError,
+    UnauthorizedError,
+    UnsupportedMediaTypeError,
+    ValidationError,
+)
 from clconv.settings import Settings
 
 logger = logging.getLogger("clconv.api.v2")
@@ -76,6 +88,16 @@ class ModelNotFoundError(RequestError):
     code = "not_found"
 
 
+# Client errors that keep their own status; the protocol turns every other one into 400.
+KEPT_4XX_ERRORS = (
+    ModelNotFoundError,
+    TooLargeError,
+    UnauthorizedError,
+    ForbiddenError,
+    UnsupportedMediaTypeError,
+)
+
+
 @dataclass
 class InferRequest:
     """A decoded ``infer`` request: the ``/v1`` body and which outputs to send in binary."""
@@ -99,9 +121,13 @@ def create_router(engine: Engine, settings: Settings) -> APIRouter:
     async def live() -> Response:
         return json_response({"live": True})
 
-    @router.get("/health/ready", summary="200 once a device is up, else 400 (as the protocol says)")
+    @router.get(
+        "/health/ready",
+        summary="200 once the common kernels are built, until shutdown; else 400 (as the "
+        "protocol says)",
+    )
     async def ready() -> Response:
-        return json_response({"ready": engine.ready}, 200 if engine.ready else 400)
+        return json_response({"ready": engine.serving}, 200 if engine.serving else 400)
 
     async def model_metadata(request: Request, name: str, version: str | None = None) -> Response:
         try:
@@ -115,27 +141,28 @@ def create_router(engine: Engine, settings: Settings) -> APIRouter:
             check_model(name, version)
         except ClconvError as error:
             return error_response(request, error)
-        return json_response({"name": name, "ready": engine.ready}, 200 if engine.ready else 400)
+        serving = engine.serving
+        return json_response({"name": name, "ready": serving}, 200 if serving else 400)
 
     async def infer(request: Request, name: str, version: str | None = None) -> Response:
         try:
             check_model(name, version)
+            request.state.operation = name
+            check_declared_body(request, engine)
             received = await read_body(request, settings.max_body_bytes)
             inference = parse_infer_request(name, received)
-            result = await run_in_threadpool(engine.run, name, inference.body)
+            result = await run_engine(request, engine, name, inference.body)
         except ClconvError as error:
             return error_response(request, error)
         timings = result["timings_ms"]
-        logger.info(
-            "request %s model %s device %s algorithm %s: %s",
-            getattr(request.state, "request_id", None),
-            name,
-            result["device"]["id"],
-            "+".join(result["algorithm"]),
-            " ".join(f"{k}={v:.3f}ms" for k, v in timings.items()),
-        )
+        request.state.result = {key: result[key] for key in ("device", "algorithm", "timings_ms")}
         server_timing = ", ".join(f"{k};dur={v:.3f}" for k, v in timings.items())
-        return infer_response(name, inference, result, {"Server-Timing": server_timing})
+        headers = {"Server-Timing": server_timing}
+        # Writing a large output as a JSON list takes long enough to stall the event loop.
+        response: Response = await run_in_threadpool(
+            infer_response, name, inference, result, headers
+        )
+        return response
 
     for suffix in ("", "/versions/{version}"):
         base = "/models/{name}" + suffix
@@ -186,14 +213,15 @@ def error_response(request: Request, error: ClconvError) -> Response:
         error.code,
         error.field,
         error.message,
+        extra={"request_id": request_id, "error_code": error.code},
     )
     status = error.status
-    if 400 <= status < 500 and not isinstance(error, ModelNotFoundError | TooLargeError):
+    if 400 <= status < 500 and not isinstance(error, KEPT_4XX_ERRORS):
         status = 400
     message = error.message
     if error.field and error.field not in message:
         message = f"{message} (field {error.field})"
-    return json_response({"error": message}, status)
+    return json_response({"error": message}, status, error.headers or None)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -109,6 +109,11 @@ class Device:
         return "other"
 
     @property
+    def is_simulator(self) -> bool:
+        """Whether this is Oclgrind, which simulates each work-item for checking kernels."""
+        return self.id.split(":")[0] == "oclgrind"
+
+    @property
     def fp64(self) -> bool:
         return "cl_khr_fp64" in str(self.cl_device.extensions)
 
@@ -180,7 +185,7 @@ def _probe(device: cl.Device, context: cl.Context, queue: cl.CommandQueue) -> No
         raise RuntimeError(f"probe kernel returned wrong values {data.tolist()}")
 
 
-def _default_rank(device: Device) -> tuple[int, int, str]:
+def _default_rank(device: Device) -> tuple[bool, int, int, str]:
     kind = device.cl_device.type
     if kind & cl.device_type.GPU:
         type_rank = 0
@@ -190,7 +195,8 @@ def _default_rank(device: Device) -> tuple[int, int, str]:
         type_rank = 2
     slug = device.id.split(":")[0]
     runtime_rank = dict(CPU_RUNTIME_RANK).get(slug, 5)
-    return (type_rank, runtime_rank, device.id)
+    # A simulator comes after every real device, whatever device type it reports.
+    return (device.is_simulator, type_rank, runtime_rank, device.id)
 
 
 def discover_devices(preferred: str | None = None) -> DeviceRegistry:

@@ -1,15 +1,19 @@
 """Run a validated plan on one device and time it with OpenCL profiling events.
 
 One request holds its device's lock from the first upload to the download, so the events of a
-request are not interleaved with another's and the timings are its own. All commands go to the
-device's in-order queue without host waits in between; the host waits once, on the download.
+request are not interleaved with another's and the timings are its own. A request waits for
+the lock until its deadline, and gives up without running if its client has disconnected.
+All commands go to the device's in-order queue without host waits in between; the host waits
+once, on the download.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,13 +24,35 @@ import pyopencl as cl
 from clconv.core.planner import RequestPlan
 from clconv.core.stages import ConvStage, ConvTransposeStage
 from clconv.core.tensors import DTYPES
-from clconv.errors import DeviceError, UnsupportedOnDeviceError
+from clconv.errors import (
+    ClientDisconnectedError,
+    DeadlineExceededError,
+    DeviceError,
+    UnsupportedOnDeviceError,
+)
 from clconv.runtime.devices import Device
 from clconv.runtime.launches import Launch, plan_launch
 
 logger = logging.getLogger("clconv.runtime")
 
 NS_PER_MS = 1e6
+# How often a request waiting for its device checks its deadline and its client.
+WAIT_POLL_S = 0.05
+STATUS_NAMES = {
+    value: f"CL_{name}"
+    for name, value in vars(cl.status_code).items()
+    if isinstance(value, int) and not name.startswith("_")
+}
+
+
+@dataclass
+class StartConditions:
+    """When a request may still start: before ``deadline`` (``time.monotonic()`` seconds) and
+    while ``cancelled`` is not set. ``on_start`` runs once the device's lock is held."""
+
+    deadline: float | None = None
+    cancelled: threading.Event | None = None
+    on_start: Callable[[], None] | None = None
 
 
 @dataclass
@@ -51,8 +77,14 @@ class Execution:
     host_ms: float = 0.0
 
 
-def execute(plan: RequestPlan, device: Device) -> Execution:
-    """Upload the input and weights, run every stage back to back, download the output."""
+def execute(
+    plan: RequestPlan, device: Device, conditions: StartConditions | None = None
+) -> Execution:
+    """Upload the input and weights, run every stage back to back, download the output.
+
+    Raises ``DeadlineExceededError`` or ``ClientDisconnectedError`` if the request cannot start
+    under ``conditions``, and ``DeviceError`` naming the OpenCL status if a call fails.
+    """
     if plan.dtype == "float64" and not device.fp64:
         raise UnsupportedOnDeviceError(
             f"device {device.id} ({device.name}) has no cl_khr_fp64, so float64 is not "
@@ -67,16 +99,60 @@ def execute(plan: RequestPlan, device: Device) -> Execution:
         return Execution(output, device, zero, [], [0.0] * len(plan.stages))
 
     launches = [plan_launch(stage, plan.dtype == "float64") for stage in plan.stages]
+    conditions = conditions or StartConditions()
+    _acquire(device, conditions)
     try:
-        with device.lock:
-            return _run_locked(plan, device, launches, output, started)
+        if conditions.on_start is not None:
+            conditions.on_start()
+        return _run_locked(plan, device, launches, output, started)
     except cl.Error as error:
-        status = getattr(error, "code", None)
-        logger.error("OpenCL error on device %s: %s", device.id, error)
-        raise DeviceError(
-            f"OpenCL failed on device {device.id} ({device.name}): {error} (status {status})",
-            None,
-        ) from error
+        _drain_queue(device)
+        raise device_error(device, error) from error
+    finally:
+        device.lock.release()
+
+
+def _drain_queue(device: Device) -> None:
+    """Wait for commands a failed request left queued, so the next request starts clean."""
+    try:
+        device.queue.finish()
+    except cl.Error as error:
+        logger.error("draining the queue of device %s after a failure failed: %s", device.id, error)
+
+
+def device_error(device: Device, error: cl.Error) -> DeviceError:
+    """Describe a failed OpenCL call with the device, the API routine and the status name."""
+    code = getattr(error, "code", None)
+    status = STATUS_NAMES.get(code, "unknown status") if isinstance(code, int) else "no status"
+    routine = getattr(error, "routine", None) or "an OpenCL call"
+    return DeviceError(
+        f"OpenCL failed on device {device.id} ({device.name}): {routine} returned {status} "
+        f"({code}): {error}; retry, or choose another device in GET /v1/devices",
+        "device",
+    )
+
+
+def _acquire(device: Device, conditions: StartConditions) -> None:
+    """Take the device's lock, or raise once the deadline passes or the client is gone."""
+    while True:
+        if conditions.cancelled is not None and conditions.cancelled.is_set():
+            raise ClientDisconnectedError(
+                f"the client disconnected while its request waited for device {device.id}",
+                None,
+            )
+        timeout = WAIT_POLL_S
+        if conditions.deadline is not None:
+            remaining = conditions.deadline - time.monotonic()
+            if remaining <= 0:
+                raise DeadlineExceededError(
+                    f"the request did not start on device {device.id} before its deadline; "
+                    "the device is busy, so retry later, send a longer X-Request-Timeout, or "
+                    "raise CLCONV_REQUEST_TIMEOUT_S",
+                    None,
+                )
+            timeout = min(timeout, remaining)
+        if device.lock.acquire(timeout=timeout):
+            return
 
 
 def _upload(device: Device, array: npt.NDArray[Any] | None, events: list[cl.Event]) -> Any:
