@@ -1,7 +1,7 @@
 """The KServe InferenceService example: structure and agreement with the served protocol.
 
 KServe's custom resource schema is not vendored offline, so this checks the fields KServe and
-clconv both rely on, and that the probe paths it names answer on a live server.
+clconv both rely on, and that the probe paths it names return 200 from a live server.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def test_inferenceservice_kind_and_container() -> None:
     assert container["ports"][0]["containerPort"] == 8080
 
 
-def test_inferenceservice_probes_answer(client: httpx.Client) -> None:
+def test_inferenceservice_probes_return_ok(client: httpx.Client) -> None:
     container = load_manifest()["spec"]["predictor"]["containers"][0]
     for probe in ("readinessProbe", "livenessProbe"):
         path = container[probe]["httpGet"]["path"]
