@@ -33,9 +33,9 @@ PROBE_SOURCE = """
 __kernel void probe(__global float* data) { data[get_global_id(0)] *= 2.0f; }
 """
 
-# Known CPU runtimes, fastest first. Intel's CPU runtime ran explicit-vector kernels about
-# twice as fast as PoCL 3.1 on a 2-core AMD Zen 5 (AVX-512) host; oclgrind is a simulator for
-# checking kernels and never a default.
+# Known CPU runtimes, fastest first. In `make bench` on a 2-core AMD EPYC (AVX2), Intel's CPU
+# runtime ran the base suite's kernels about twice as fast as PoCL 3.1 (geometric mean).
+# Oclgrind is a simulator for checking kernels and never a default.
 CPU_RUNTIME_RANK = (("intel", 0), ("pocl", 1), ("oclgrind", 9))
 
 PLATFORM_SLUGS = (
