@@ -294,3 +294,11 @@ def test_unknown_clconv_device_fails_start(tmp_path: Any) -> None:
     assert result.returncode != 0
     assert "nosuch:7" in result.stderr
     assert "intel:0" in result.stderr or "pocl:0" in result.stderr
+
+
+def test_wrong_method_names_allowed_one(client: httpx.Client) -> None:
+    response = client.get("/v1/conv2d")
+    assert response.status_code == 405
+    error = response.json()["error"]
+    assert error["code"] == "method_not_allowed"
+    assert "use POST" in error["message"]

@@ -383,3 +383,16 @@ def test_progress_spinner_on_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "\r| POST /v1/conv2d" in text
     assert text.endswith("\r\x1b[K")
     assert "\n" not in text
+
+
+def test_api_key_option_reaches_keyed_server(tmp_path: Path) -> None:
+    from servers import running_server
+
+    with running_server({"CLCONV_API_KEYS": "cli-secret"}, tmp_path) as server:
+        rejected = run_cli("devices", "--url", server.url)
+        assert rejected.returncode == 1
+        assert "401" in rejected.stderr
+
+        accepted = run_cli("devices", "--url", server.url, "--api-key", "cli-secret", "--json")
+        assert accepted.returncode == 0, accepted.stderr
+        assert json.loads(accepted.stdout)["default"]

@@ -15,6 +15,7 @@ import argparse
 import base64
 import itertools
 import json
+import os
 import sys
 import threading
 import time
@@ -151,6 +152,12 @@ def _add_connection_options(parser: argparse.ArgumentParser, *, with_device: boo
         type=float,
         default=DEFAULT_TIMEOUT_S,
         help=f"seconds to wait for connecting and for the response (default {DEFAULT_TIMEOUT_S:g})",
+    )
+    parser.add_argument(
+        "--api-key",
+        default=None,
+        help="API key sent as 'Authorization: Bearer KEY' to a server started with "
+        "CLCONV_API_KEYS (default: the CLCONV_API_KEY environment variable, else none)",
     )
     parser.add_argument("--json", action="store_true", help="print the response as JSON")
     parser.add_argument("--quiet", action="store_true", help="show no progress on stderr")
@@ -353,6 +360,9 @@ def _request(
     import httpx
 
     url = f"{args.url.rstrip('/')}{path}"
+    api_key = args.api_key or os.environ.get("CLCONV_API_KEY")
+    if api_key:
+        headers = {**(headers or {}), "Authorization": f"Bearer {api_key}"}
     with Progress(f"{method} {path}", enabled=not args.quiet):
         response = httpx.request(
             method, url, content=content, headers=headers, timeout=args.timeout

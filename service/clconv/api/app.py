@@ -150,6 +150,13 @@ def _install_error_handlers(app: FastAPI) -> None:
         message = f"{request.method} {request.url.path}: {error.detail}"
         if error.status_code == 404:
             message += "; see /docs for the endpoints"
+        elif (
+            error.status_code == 405
+            and error.headers
+            and "allow" in {name.lower() for name in error.headers}
+        ):
+            allowed = next(v for k, v in error.headers.items() if k.lower() == "allow")
+            message += f"; use {allowed}"
         body = {"error": {"code": code, "message": message, "field": "path"}}
         return json_response(body, error.status_code)
 
