@@ -59,3 +59,33 @@ inline real epilogue(real acc, __global const real* bias, int channel) {
 #endif
     return activate(acc);
 }
+
+// Input channel read by local channel ic of group g. With CHANNEL_MAP_KG and CHANNEL_MAP_CG set,
+// channels are reordered for the second pass of a factored rank-1 convolution, whose group
+// g = (output group) * KG + j reads the intermediate channel (input channel) * KG + j.
+#ifdef CHANNEL_MAP_KG
+#define IN_CHANNEL(g, ic) \
+    ((((g) / CHANNEL_MAP_KG) * CHANNEL_MAP_CG + (ic)) * CHANNEL_MAP_KG + (g) % CHANNEL_MAP_KG)
+#else
+#define IN_CHANNEL(g, ic) ((g) * CIN_PG + (ic))
+#endif
+
+#if defined(SW) && defined(W)
+// Four values of one input row at columns ix0, ix0 + SW, ix0 + 2*SW and ix0 + 3*SW, with zero for
+// columns outside [0, W) (zero padding). Defined for kernels built with SW and W.
+inline real4 load_columns(__global const real* row, int ix0) {
+#if SW == 1
+    if (ix0 >= 0 && ix0 + 3 < W) return vload_real4(0, row + ix0);
+#endif
+    real4 v;
+    int ix = ix0;
+    v.s0 = (ix >= 0 && ix < W) ? row[ix] : (real)0;
+    ix += SW;
+    v.s1 = (ix >= 0 && ix < W) ? row[ix] : (real)0;
+    ix += SW;
+    v.s2 = (ix >= 0 && ix < W) ? row[ix] : (real)0;
+    ix += SW;
+    v.s3 = (ix >= 0 && ix < W) ? row[ix] : (real)0;
+    return v;
+}
+#endif

@@ -10,22 +10,6 @@
 //
 // Build options: N, C_IN, H, W, K, OH, OW, KH, KW, SH, SW, DH, DW, PAD_TOP, PAD_LEFT, MULT.
 
-inline real4 load_columns(__global const real* row, int ix0) {
-#if SW == 1
-    if (ix0 >= 0 && ix0 + 3 < W) return vload_real4(0, row + ix0);
-#endif
-    real4 v;
-    int ix = ix0;
-    v.s0 = (ix >= 0 && ix < W) ? row[ix] : (real)0;
-    ix += SW;
-    v.s1 = (ix >= 0 && ix < W) ? row[ix] : (real)0;
-    ix += SW;
-    v.s2 = (ix >= 0 && ix < W) ? row[ix] : (real)0;
-    ix += SW;
-    v.s3 = (ix >= 0 && ix < W) ? row[ix] : (real)0;
-    return v;
-}
-
 __kernel void conv2d_depthwise(__global const real* restrict in,
                                __global const real* restrict w,
                                __global const real* restrict bias,

@@ -17,31 +17,7 @@
 // Build options: N, C_IN, H, W, K, OH, OW, KH, KW, SH, SW, DH, DW, PAD_TOP, PAD_LEFT, GROUPS,
 // CIN_PG, KOUT_PG, OCB (1, 2, 4 or 8), KB = ceil(KOUT_PG / OCB), and optionally CHANNEL_MAP_KG
 // and CHANNEL_MAP_CG, which reorder input channels for the second pass of a factored rank-1
-// convolution (see IN_CHANNEL).
-
-#ifdef CHANNEL_MAP_KG
-#define IN_CHANNEL(g, ic) \
-    ((((g) / CHANNEL_MAP_KG) * CHANNEL_MAP_CG + (ic)) * CHANNEL_MAP_KG + (g) % CHANNEL_MAP_KG)
-#else
-#define IN_CHANNEL(g, ic) ((g) * CIN_PG + (ic))
-#endif
-
-// Four input values for output columns ox0 .. ox0+3 at horizontal tap offset ix0 = ox0*SW - ...
-inline real4 load_columns(__global const real* row, int ix0) {
-#if SW == 1
-    if (ix0 >= 0 && ix0 + 3 < W) return vload_real4(0, row + ix0);
-#endif
-    real4 v;
-    int ix = ix0;
-    v.s0 = (ix >= 0 && ix < W) ? row[ix] : (real)0;
-    ix += SW;
-    v.s1 = (ix >= 0 && ix < W) ? row[ix] : (real)0;
-    ix += SW;
-    v.s2 = (ix >= 0 && ix < W) ? row[ix] : (real)0;
-    ix += SW;
-    v.s3 = (ix >= 0 && ix < W) ? row[ix] : (real)0;
-    return v;
-}
+// convolution (see IN_CHANNEL in common.cl).
 
 __kernel void conv2d_direct(__global const real* restrict in,
                             __global const real* restrict wpk,

@@ -21,15 +21,8 @@
 // computed from a clamped column and not stored, so loads stay in bounds.
 //
 // Build options: N, C_IN, HP, WP, K, OH, OW, KH, KW, SH, SW, DH, DW, GROUPS, CIN_PG, KOUT_PG,
-// KB = ceil(KOUT_PG / 8), OWB, and optionally CHANNEL_MAP_KG, CHANNEL_MAP_CG (see
-// conv2d_direct.cl).
-
-#ifdef CHANNEL_MAP_KG
-#define IN_CHANNEL(g, ic) \
-    ((((g) / CHANNEL_MAP_KG) * CHANNEL_MAP_CG + (ic)) * CHANNEL_MAP_KG + (g) % CHANNEL_MAP_KG)
-#else
-#define IN_CHANNEL(g, ic) ((g) * CIN_PG + (ic))
-#endif
+// KB = ceil(KOUT_PG / 8), OWB, and optionally CHANNEL_MAP_KG, CHANNEL_MAP_CG (see IN_CHANNEL in
+// common.cl).
 
 __kernel void conv2d_direct_oc(__global const real* restrict in,
                                __global const real* restrict wpk,

@@ -428,8 +428,10 @@ WORST_ERRORS: dict[str, tuple[float, str]] = {}
 
 
 def tolerance(dtype: str, expected: torch.Tensor) -> tuple[float, float]:
-    """(rtol, atol): float32 sums of O(100) unit-variance products differ from the float64
-    oracle by a few ulps of the largest partial sum; float64 by rounding only."""
+    """Return (rtol, atol) for comparing with the float64 oracle.
+
+    Float32 sums of O(100) unit-variance products differ from it by a few ulps of the largest
+    partial sum. Float64 results differ by rounding only."""
     scale = float(expected.abs().max()) if expected.numel() else 1.0
     if dtype == "float64":
         return 1e-9, 1e-10 * max(scale, 1.0)

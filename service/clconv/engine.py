@@ -22,7 +22,7 @@ from clconv.core.planner import (
     summarize,
 )
 from clconv.core.tensors import encode_tensor
-from clconv.errors import ClconvError, DeviceError, UnsupportedOnDeviceError, ValidationError
+from clconv.errors import ClconvError, DeviceError, ValidationError
 from clconv.limits import check_body_tensors, check_device_memory, device_budget_bytes
 from clconv.runtime.devices import Device, DeviceRegistry, discover_devices
 from clconv.runtime.executor import Execution, StartConditions, execute
@@ -151,12 +151,7 @@ class Engine:
 
     def _device_for(self, plan: RequestPlan) -> Device:
         device = self.registry.get(plan.device_id)
-        if plan.dtype == "float64" and not device.fp64:
-            raise UnsupportedOnDeviceError(
-                f"device {device.id} ({device.name}) has no cl_khr_fp64, so float64 is not "
-                "supported there; send float32 or choose a device with fp64 in GET /v1/devices",
-                "input.dtype",
-            )
+        device.check_dtype(plan.dtype)
         return device
 
 

@@ -104,7 +104,7 @@ class UnsupportedMediaTypeError(RequestError):
 
 
 class ClientDisconnectedError(RequestError):
-    """The client closed the connection while its request waited; nobody reads this status."""
+    """A client that closed the connection while its request waited (it never sees the 499)."""
 
     status = 499
     code = "client_disconnected"

@@ -159,7 +159,7 @@ def _sized_objects(value: Any, field: str) -> Iterator[tuple[dict[str, Any], str
 
 
 def has_binary_tensors(body: Any) -> bool:
-    """Report whether a decoded body (a response) holds a tensor with bytes to send raw."""
+    """Report whether a decoded body (a response) contains a tensor with bytes to send raw."""
     return any(RAW_BYTES_KEY in tensor for tensor, _ in _sized_objects(body, ""))
 
 

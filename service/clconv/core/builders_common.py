@@ -10,7 +10,14 @@ from typing import Any
 
 import numpy.typing as npt
 
-from clconv.core.fields import Activation, Pads
+from clconv.core.fields import (
+    Activation,
+    Pads,
+    parse_int,
+    parse_padding,
+    parse_padding_mode,
+    parse_pair,
+)
 from clconv.core.stages import (
     ConvStage,
     ConvTransposeStage,
@@ -231,3 +238,23 @@ def receptive_field(stages: list[Stage]) -> tuple[tuple[float, float], tuple[flo
 def finish(op: str, prefix: str, stages: list[Stage], params: int, in_shape: Shape4) -> OpPlan:
     receptive, stride = receptive_field(stages)
     return OpPlan(op, prefix, stages, params, in_shape, stages[-1].out_shape, receptive, stride)
+
+
+def parse_conv_settings(
+    body: dict[str, Any], prefix: str, kernel: tuple[int, int]
+) -> tuple[tuple[int, int], tuple[int, int], int, Pads, str]:
+    """Parse stride, dilation, groups, padding (every form, "same" sized for ``kernel``) and
+    padding_mode, the settings every conv2d-family operation shares."""
+    stride = parse_pair(body, "stride", f"{prefix}stride", default=1, minimum=1)
+    dilation = parse_pair(body, "dilation", f"{prefix}dilation", default=1, minimum=1)
+    groups = parse_int(body, "groups", f"{prefix}groups", default=1, minimum=1)
+    pads = parse_padding(
+        body,
+        f"{prefix}padding",
+        kernel=kernel,
+        stride=stride,
+        dilation=dilation,
+        allow_strings=True,
+    )
+    mode = parse_padding_mode(body, f"{prefix}padding_mode")
+    return stride, dilation, groups, pads, mode

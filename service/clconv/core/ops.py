@@ -20,6 +20,7 @@ from clconv.core.builders_common import (
     finish,
     lower_padding,
     param_count,
+    parse_conv_settings,
     reject_unknown,
     weight4,
 )
@@ -29,7 +30,6 @@ from clconv.core.fields import (
     parse_activation,
     parse_int,
     parse_padding,
-    parse_padding_mode,
     parse_pair,
 )
 from clconv.core.separable import build_depthwise_separable, build_spatially_separable
@@ -63,18 +63,7 @@ def build_conv2d(body: dict[str, Any], prefix: str, in_shape: Shape4, ctx: Build
     k, _, kh, kw = weight4(weight, f"{prefix}weight")
     bias = decode_param(body, "bias", prefix, ctx, required=False)
     check_bias(bias, k, f"{prefix}bias")
-    stride = parse_pair(body, "stride", f"{prefix}stride", default=1, minimum=1)
-    dilation = parse_pair(body, "dilation", f"{prefix}dilation", default=1, minimum=1)
-    groups = parse_int(body, "groups", f"{prefix}groups", default=1, minimum=1)
-    pads = parse_padding(
-        body,
-        f"{prefix}padding",
-        kernel=(kh, kw),
-        stride=stride,
-        dilation=dilation,
-        allow_strings=True,
-    )
-    mode = parse_padding_mode(body, f"{prefix}padding_mode")
+    stride, dilation, groups, pads, mode = parse_conv_settings(body, prefix, (kh, kw))
     activation = parse_activation(body, "activation", f"{prefix}activation")
 
     stages, conv_in, conv_pads = lower_padding(in_shape, mode, pads, f"{prefix}padding")

@@ -21,6 +21,7 @@ from clconv.core.builders_common import (
     finish,
     lower_padding,
     param_count,
+    parse_conv_settings,
     reject_unknown,
     weight4,
 )
@@ -29,10 +30,6 @@ from clconv.core.fields import (
     Pads,
     describe,
     parse_activation,
-    parse_int,
-    parse_padding,
-    parse_padding_mode,
-    parse_pair,
 )
 from clconv.core.stages import OpPlan, Shape4
 from clconv.errors import NotSeparableError, ValidationError
@@ -104,17 +101,9 @@ def build_depthwise_separable(
     check_bias(dw_bias, cm, f"{prefix}depthwise_bias")
     pw_bias = decode_param(body, "pointwise_bias", prefix, ctx, required=False)
     check_bias(pw_bias, k, f"{prefix}pointwise_bias")
-    stride = parse_pair(body, "stride", f"{prefix}stride", default=1, minimum=1)
-    dilation = parse_pair(body, "dilation", f"{prefix}dilation", default=1, minimum=1)
-    pads = parse_padding(
-        body,
-        f"{prefix}padding",
-        kernel=(kh, kw),
-        stride=stride,
-        dilation=dilation,
-        allow_strings=True,
-    )
-    mode = parse_padding_mode(body, f"{prefix}padding_mode")
+    # groups is not a field here (reject_unknown rejects it), so it parses as 1 and the depthwise
+    # step's groups come from the input's channels below.
+    stride, dilation, _, pads, mode = parse_conv_settings(body, prefix, (kh, kw))
     dw_act = parse_activation(body, "depthwise_activation", f"{prefix}depthwise_activation")
     pw_act = parse_activation(body, "activation", f"{prefix}activation")
 
@@ -183,24 +172,6 @@ def build_spatially_separable(
     return _build_explicit_factors(body, prefix, in_shape, ctx)
 
 
-def _separable_settings(
-    body: dict[str, Any], prefix: str, kernel: tuple[int, int]
-) -> tuple[tuple[int, int], tuple[int, int], int, Pads, str]:
-    stride = parse_pair(body, "stride", f"{prefix}stride", default=1, minimum=1)
-    dilation = parse_pair(body, "dilation", f"{prefix}dilation", default=1, minimum=1)
-    groups = parse_int(body, "groups", f"{prefix}groups", default=1, minimum=1)
-    pads = parse_padding(
-        body,
-        f"{prefix}padding",
-        kernel=kernel,
-        stride=stride,
-        dilation=dilation,
-        allow_strings=True,
-    )
-    mode = parse_padding_mode(body, f"{prefix}padding_mode")
-    return stride, dilation, groups, pads, mode
-
-
 def _build_explicit_factors(
     body: dict[str, Any], prefix: str, in_shape: Shape4, ctx: BuildContext
 ) -> OpPlan:
@@ -226,14 +197,14 @@ def _build_explicit_factors(
     check_bias(v_bias, m, f"{prefix}vertical_bias")
     h_bias = decode_param(body, "horizontal_bias", prefix, ctx, required=False)
     check_bias(h_bias, k, f"{prefix}horizontal_bias")
-    stride, dilation, groups, pads, mode = _separable_settings(body, prefix, (kh, kw))
+    stride, dilation, groups, pads, mode = parse_conv_settings(body, prefix, (kh, kw))
     v_act = parse_activation(body, "vertical_activation", f"{prefix}vertical_activation")
     act = parse_activation(body, "activation", f"{prefix}activation")
 
-    # Each factor is a convolution of its own, as in Inception's factorised layers: the vertical
-    # one pads the input's H, and the horizontal one pads the W of the vertical result (which
-    # differs from padding the input once its bias or activation makes the padded columns
-    # non-zero).
+    # Each factor is a convolution of its own, as in Inception's factorised layers. The vertical
+    # one pads the input's H, and the horizontal one pads the W of the vertical result. That
+    # differs from padding the input once a vertical bias or activation makes padded columns
+    # non-zero.
     field = f"{prefix}padding"
     stages, first_in, first_pads = lower_padding(
         in_shape, mode, Pads(pads.top, pads.bottom, 0, 0), field
@@ -287,7 +258,7 @@ def _build_factored(
             f"{prefix}tolerance must be a number >= 0, got {describe(tolerance)}",
             f"{prefix}tolerance",
         )
-    stride, dilation, groups, pads, mode = _separable_settings(body, prefix, (kh, kw))
+    stride, dilation, groups, pads, mode = parse_conv_settings(body, prefix, (kh, kw))
     act = parse_activation(body, "activation", f"{prefix}activation")
 
     # Validate channels and sizes on the equivalent kh x kw convolution first.

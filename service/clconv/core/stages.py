@@ -1,7 +1,7 @@
 """Stages: the primitive device operations that every request is lowered to.
 
 An operation (conv2d, a depthwise-separable pair, a rank-1 factored convolution, a pipeline) is a
-linear chain of stages; each stage reads the previous stage's output buffer. Stages carry
+linear chain of stages, and each stage reads the previous stage's output buffer. Stages carry
 their weights on the host (``None`` in a plan-only request) and their shapes, so the planner can
 count FLOPs and bytes before anything is allocated.
 """

@@ -1,9 +1,9 @@
 """OpenCL platform and device discovery, and the per-device context, queue and program cache.
 
 Each usable device gets one context and one in-order command queue with profiling enabled.
-A device is usable when a small probe kernel builds and runs on it; PoCL's PyPI wheel, for one,
+A device is usable when a small probe kernel builds and runs on it. PoCL's PyPI wheel, for one,
 lists devices on recent x86 CPUs but fails every build (its LLVM 14 reports ``unknown target
-CPU 'generic'``), and such devices are skipped with the reason logged.
+CPU 'generic'``). Such devices are skipped with the reason logged.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pyopencl as cl
 
-from clconv.errors import DeviceUnavailableError, UnknownDeviceError
+from clconv.errors import DeviceUnavailableError, UnknownDeviceError, UnsupportedOnDeviceError
 from clconv.runtime.icd import configure_icd_loader
 from clconv.runtime.programs import ProgramCache
 
@@ -116,6 +116,15 @@ class Device:
     @property
     def fp64(self) -> bool:
         return "cl_khr_fp64" in str(self.cl_device.extensions)
+
+    def check_dtype(self, dtype: str) -> None:
+        """Raise ``UnsupportedOnDeviceError`` for float64 on a device without cl_khr_fp64."""
+        if dtype == "float64" and not self.fp64:
+            raise UnsupportedOnDeviceError(
+                f"device {self.id} ({self.name}) has no cl_khr_fp64, so float64 is not "
+                "supported there; send float32 or choose a device with fp64 in GET /v1/devices",
+                "input.dtype",
+            )
 
     @property
     def fp16(self) -> bool:

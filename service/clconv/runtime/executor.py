@@ -28,7 +28,6 @@ from clconv.errors import (
     ClientDisconnectedError,
     DeadlineExceededError,
     DeviceError,
-    UnsupportedOnDeviceError,
 )
 from clconv.runtime.devices import Device
 from clconv.runtime.launches import Launch, plan_launch
@@ -85,12 +84,7 @@ def execute(
     Raises ``DeadlineExceededError`` or ``ClientDisconnectedError`` if the request cannot start
     under ``conditions``, and ``DeviceError`` naming the OpenCL status if a call fails.
     """
-    if plan.dtype == "float64" and not device.fp64:
-        raise UnsupportedOnDeviceError(
-            f"device {device.id} ({device.name}) has no cl_khr_fp64, so float64 is not "
-            "supported there; send float32 or choose a device with fp64 in GET /v1/devices",
-            "input.dtype",
-        )
+    device.check_dtype(plan.dtype)
     started = time.perf_counter()
     dtype = DTYPES[plan.dtype]
     output = np.empty(plan.output_shape, dtype=dtype)
@@ -225,8 +219,8 @@ def _collect_timings(
     download: cl.Event,
     launches: list[Launch],
 ) -> tuple[dict[str, float], list[KernelTiming]]:
-    """Sum event durations by kind; ``queue`` is the rest of the span from the first command
-    being queued to the last one ending, which is time spent waiting rather than executing."""
+    """Sum event durations by kind. ``queue`` is the rest of the span from the first command
+    being queued to the last one ending: time spent waiting rather than executing."""
 
     def duration(event: cl.Event) -> float:
         return float(event.profile.end - event.profile.start) / NS_PER_MS
