@@ -8,7 +8,6 @@ requests (upload, kernels, download) for the end-to-end time.
 
 from __future__ import annotations
 
-import math
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -22,9 +21,9 @@ import torch
 
 from bench.suite import Case
 from clconv.core.planner import RequestPlan
-from clconv.core.stages import ConvStage, ConvTransposeStage
 from clconv.runtime.devices import Device
-from clconv.runtime.launches import Launch, plan_launch
+from clconv.runtime.executor import bind_args
+from clconv.runtime.launches import Launch, plan_launches
 
 NS_PER_MS = 1e6
 
@@ -137,16 +136,15 @@ class ResidentRequest:
     """A request's kernels built and its buffers uploaded once on one device, for timing
     repeated launches.
 
-    Arguments are bound as ``clconv.runtime.executor`` binds them: a convolution stage takes
-    (input, packed weight, bias or None, output) and a padding stage (input, output), and each
-    stage reads the previous stage's output.
+    Arguments are bound with ``clconv.runtime.executor.bind_args``, as a request binds them,
+    and each launch reads the previous launch's output.
     """
 
     def __init__(self, plan: RequestPlan, device: Device) -> None:
         self.device = device
         started = time.perf_counter()
         self.launches: list[Launch] = [
-            plan_launch(stage, plan.dtype == "float64") for stage in plan.stages
+            launch for _, launch in plan_launches(plan.stages, plan.dtype == "float64")
         ]
         self.prepare_ms = (time.perf_counter() - started) * 1e3
 
@@ -164,15 +162,12 @@ class ResidentRequest:
         source = self._upload(plan.input.array)
         for launch, kernel in zip(self.launches, self.kernels, strict=True):
             itemsize = 8 if plan.dtype == "float64" else 4
-            out_bytes = math.prod(launch.stage.out_shape) * itemsize
+            out_bytes = launch.output_elements() * itemsize
             output = cl.Buffer(device.context, cl.mem_flags.READ_WRITE, size=out_bytes)
             self._buffers.append(output)
-            if isinstance(launch.stage, ConvStage | ConvTransposeStage):
-                weight = self._upload(launch.weight)
-                bias = None if launch.bias is None else self._upload(launch.bias)
-                kernel.set_args(source, weight, bias, output)
-            else:
-                kernel.set_args(source, output)
+            weight = None if launch.weight is None else self._upload(launch.weight)
+            bias = None if launch.bias is None else self._upload(launch.bias)
+            bind_args(kernel, launch, source, weight, bias, output)
             source = output
         device.queue.finish()
 

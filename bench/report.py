@@ -297,9 +297,12 @@ def _method_lines(settings: dict[str, Any]) -> list[str]:
         "Request decoding, weight repacking on the host and response encoding are not in it.",
         "- PyTorch: `torch.nn.functional.conv2d` / `conv_transpose2d` under `torch.no_grad()`, "
         "`time.perf_counter` around each call, the same number of runs after warm-up.",
-        f"- Timed runs are interleaved in rounds (one PyTorch call, then one launch and one "
-        f"request per device, with {1e3 * settings['settle_s']:.0f} ms pauses between PyTorch "
-        f"and OpenCL), so load from other processes falls on every side alike.",
+        f"- Timed runs are interleaved in rounds: {settings['block']} PyTorch calls back to "
+        f"back, then on each device one untimed launch, {settings['block']} timed launches and "
+        f"{settings['block']} requests, with {1e3 * settings['settle_s']:.0f} ms pauses between "
+        f"blocks. Load from other processes falls on every side alike, and each side runs as "
+        f"under a steady stream of requests. (Timing single PyTorch calls between OpenCL "
+        f"launches made PyTorch look up to 6x slower than it is.)",
         "- Ratio: PyTorch median / our kernel median, so above 1 means clconv's kernels are "
         "faster. The geometric means in the summary are over the base suite's shapes "
         "(the first 10 rows) and over all rows.",
@@ -312,9 +315,9 @@ def _method_lines(settings: dict[str, Any]) -> list[str]:
         "- Our kernel times come from device profiling events; PyTorch's are host wall times, "
         "so they also hold its per-call dispatch cost (tens of microseconds).",
         "- Under load, PyTorch's medians suffer most: its OpenMP threads meet at the end of "
-        "every call, so a call waits whenever another process holds one of the cores. On a "
-        "busy 2-core machine a 1×1 convolution that takes 0.4 ms idle was measured at about "
-        "30 ms. The best-run ratio is the closer estimate of an idle machine.",
+        "every call, so a call waits whenever another process holds one of the cores. The "
+        "best-run ratio is the closer estimate of an idle machine; the acceptance figures "
+        "quote the lower of the two.",
         "- Float32, no bias, no activation. Each row's output was checked against PyTorch; "
         f"rows marked ! differ by more than {ERROR_FLAG:g} relative to the output's maximum.",
         "- The machine is shared: compare numbers within a run, not across runs.",

@@ -19,6 +19,7 @@ from clconv.core.planner import (
     RequestPlan,
     check_limits,
     parse_request,
+    select_algorithms,
     summarize,
 )
 from clconv.core.tensors import encode_tensor
@@ -26,6 +27,7 @@ from clconv.errors import ClconvError, DeviceError, ValidationError
 from clconv.limits import check_body_tensors, check_device_memory, device_budget_bytes
 from clconv.runtime.devices import Device, DeviceRegistry, discover_devices
 from clconv.runtime.executor import Execution, StartConditions, execute
+from clconv.runtime.selection import Selector
 from clconv.settings import Settings
 
 logger = logging.getLogger("clconv.engine")
@@ -37,6 +39,7 @@ class Engine:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.admission = Admission(settings)
+        self.selector = Selector()
         self._registry: DeviceRegistry | None = None
         self._warmed_up = threading.Event()
         self._stopping = threading.Event()
@@ -120,7 +123,7 @@ class Engine:
                 code="missing_field" if op is None else "invalid_value",
             )
         check_body_tensors(body, self.settings)
-        plan = parse_request(op, body, allow_shape_only=True)
+        plan = parse_request(op, body, allow_shape_only=True, select=False)
         device = self._device_for(plan)
         check_limits(plan, self.settings)
         check_device_memory(plan, device, self.settings)
@@ -133,7 +136,7 @@ class Engine:
         errors of ``execute`` when the request cannot start under ``conditions`` or fails.
         """
         check_body_tensors(body, self.settings)
-        plan = parse_request(op, body)
+        plan = parse_request(op, body, select=False)
         device = self._device_for(plan)
         check_limits(plan, self.settings)
         needed = check_device_memory(plan, device, self.settings)
@@ -150,8 +153,11 @@ class Engine:
         return _response(plan, execution)
 
     def _device_for(self, plan: RequestPlan) -> Device:
+        """The device the plan names (or the default), with the plan's algorithms chosen for
+        it."""
         device = self.registry.get(plan.device_id)
         device.check_dtype(plan.dtype)
+        select_algorithms(plan, self.selector.chooser(device))
         return device
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from clconv.core.algorithms import CONV2D_ALGORITHMS, applicable
 from clconv.core.builders_common import (
     COMMON_FIELDS,
     BuildContext,
@@ -55,33 +56,59 @@ def build_conv2d(body: dict[str, Any], prefix: str, in_shape: Shape4, ctx: Build
             "padding_mode",
             "activation",
             "negative_slope",
+            "algorithm",
         },
         prefix,
     )
     weight = decode_param(body, "weight", prefix, ctx, required=True)
     assert weight is not None  # required=True guarantees a tensor
     k, _, kh, kw = weight4(weight, f"{prefix}weight")
+    requested = parse_algorithm(body, f"{prefix}algorithm")
     bias = decode_param(body, "bias", prefix, ctx, required=False)
     check_bias(bias, k, f"{prefix}bias")
     stride, dilation, groups, pads, mode = parse_conv_settings(body, prefix, (kh, kw))
     activation = parse_activation(body, "activation", f"{prefix}activation")
 
     stages, conv_in, conv_pads = lower_padding(in_shape, mode, pads, f"{prefix}padding")
-    stages.append(
-        conv_stage(
-            conv_in,
-            weight,
-            f"{prefix}weight",
-            bias,
-            stride,
-            conv_pads,
-            dilation,
-            groups,
-            activation,
-            prefix=prefix,
-        )
+    stage = conv_stage(
+        conv_in,
+        weight,
+        f"{prefix}weight",
+        bias,
+        stride,
+        conv_pads,
+        dilation,
+        groups,
+        activation,
+        prefix=prefix,
     )
+    if requested is not None:
+        candidates = applicable(stage)
+        if requested not in candidates:
+            raise ValidationError(
+                f"{prefix}algorithm {requested!r} cannot compute this convolution; for it use "
+                f"one of {', '.join(candidates)}, or 'auto'",
+                f"{prefix}algorithm",
+            )
+        stage.requested_algorithm = requested
+    stages.append(stage)
     return finish("conv2d", prefix, stages, param_count(weight, bias), in_shape)
+
+
+def parse_algorithm(body: dict[str, Any], field: str) -> str | None:
+    """The optional ``algorithm`` of conv2d: 'auto' (the default) or a name from
+    ``CONV2D_ALGORITHMS``; None means the selector chooses."""
+    value = body.get("algorithm")
+    if value is None or value == "auto":
+        return None
+    if not isinstance(value, str) or value not in CONV2D_ALGORITHMS:
+        raise ValidationError(
+            f"{field} must be 'auto' or one of {', '.join(CONV2D_ALGORITHMS)}, got "
+            f"{describe(value)}",
+            field,
+            code="invalid_value" if isinstance(value, str) else "invalid_type",
+        )
+    return value
 
 
 # ---------------------------------------------------------------------------------------------

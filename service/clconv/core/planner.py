@@ -6,9 +6,11 @@ Nothing here touches a device; the same plan serves ``/v1/plan`` and execution.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from clconv.core.algorithms import DIRECT_OC, WINOGRAD_TILE, rule_choice, scratch_elements
 from clconv.core.builders_common import BuildContext
 from clconv.core.fields import Pads, describe, require_dict
 from clconv.core.ops import BUILDERS
@@ -18,11 +20,6 @@ from clconv.errors import TooLargeError, ValidationError
 from clconv.settings import Settings
 
 OPERATIONS = (*BUILDERS, "pipeline")
-
-# conv2d_direct_oc computes 8 output channels per vector, so below 8 channels per group its lanes
-# would sit idle. From 8 to 256 it ran 1.05x to 3.3x faster than conv2d_direct in a same-run
-# comparison on Intel's runtime and PoCL 3.1 (2-core AMD EPYC, AVX2).
-MIN_CHANNELS_FOR_CHANNEL_VECTORS = 8
 
 # Kernels index buffers with 32-bit ints.
 MAX_BUFFER_ELEMENTS = 2**31 - 1
@@ -55,8 +52,17 @@ class RequestPlan:
         return DTYPES[self.dtype].itemsize
 
 
-def parse_request(op: str, body: Any, *, allow_shape_only: bool = False) -> RequestPlan:
-    """Validate ``body`` for operation ``op`` and lower it to stages."""
+# Picks the algorithm of one conv2d stage; the default is the device-independent rule.
+Chooser = Callable[[ConvStage], str]
+
+
+def parse_request(
+    op: str, body: Any, *, allow_shape_only: bool = False, select: bool = True
+) -> RequestPlan:
+    """Validate ``body`` for operation ``op`` and lower it to stages.
+
+    With ``select``, algorithms are chosen by ``rule_choice`` for a CPU; pass ``select=False``
+    and call ``select_algorithms`` once the device is known to choose for that device."""
     body = require_dict(body, "body")
     if op not in OPERATIONS:
         raise ValidationError(
@@ -89,11 +95,18 @@ def parse_request(op: str, body: Any, *, allow_shape_only: bool = False) -> Requ
             "output_encoding",
         )
     plan = RequestPlan(op, tensor, ops, device_id, encoding)
+    if select:
+        select_algorithms(plan, rule_choice)
+    return plan
+
+
+def select_algorithms(plan: RequestPlan, choose: Chooser) -> None:
+    """Set every conv2d stage's algorithm (the requested one, else ``choose``'s), then give the
+    stages whose kernel reads its input without bounds checks a padding stage in front."""
     for stage in plan.stages:
         if isinstance(stage, ConvStage):
-            stage.algorithm = choose_conv_algorithm(stage)
+            stage.algorithm = stage.requested_algorithm or choose(stage)
     _insert_explicit_padding(plan)
-    return plan
 
 
 def _input_shape(tensor: Tensor) -> Shape4:
@@ -154,34 +167,13 @@ def _parse_pipeline(body: dict[str, Any], in_shape: Shape4, ctx: BuildContext) -
     return ops
 
 
-def choose_conv_algorithm(stage: ConvStage) -> str:
-    """Pick a kernel by rule: GEMM for 1x1 stride-1 unpadded, depthwise for groups == C with
-    one input channel per group and a depth multiplier of at most 4, the output-channel-vector
-    direct kernel for 8 or more output channels per group, else the width-vector direct
-    kernel."""
-    _, c, _, _ = stage.in_shape
-    _, cg, kh, kw = stage.weight_shape
-    unit = stage.stride == (1, 1) and stage.dilation == (1, 1) and not stage.pads.any
-    if stage.channel_map is None and (kh, kw) == (1, 1) and unit:
-        return "conv2d_pointwise"
-    # The depthwise kernel computes one channel per work-item, so it rereads an input channel
-    # once per output channel; past a small depth multiplier the direct kernel, which shares
-    # each input load among 8 output channels, is faster (a 1 -> 64 channel stem, say).
-    multiplier = stage.out_shape[1] // c
-    if stage.channel_map is None and stage.groups == c and cg == 1 and multiplier <= 4:
-        return "conv2d_depthwise"
-    if stage.out_shape[1] // stage.groups >= MIN_CHANNELS_FOR_CHANNEL_VECTORS:
-        return "conv2d_direct_oc"
-    return "conv2d_direct"
-
-
 def _insert_explicit_padding(plan: RequestPlan) -> None:
     """Give every ``conv2d_direct_oc`` stage a zero-padding stage in front, because that kernel
     reads its taps without bounds checks."""
     for op in plan.ops:
         stages: list[Stage] = []
         for stage in op.stages:
-            unpadded_kernel = isinstance(stage, ConvStage) and stage.algorithm == "conv2d_direct_oc"
+            unpadded_kernel = isinstance(stage, ConvStage) and stage.algorithm == DIRECT_OC
             if unpadded_kernel and stage.pads.any:
                 padded = _padded_shape(stage.in_shape, stage.pads)
                 stages.append(PadStage(stage.in_shape, padded, "zeros", stage.pads))
@@ -225,17 +217,24 @@ def check_limits(plan: RequestPlan, settings: Settings) -> None:
 
 
 def device_bytes(plan: RequestPlan) -> int:
-    """Device memory of a request: input, weights and biases, and every stage's output."""
+    """Device memory of a request: input, weights and biases, every stage's output and the
+    scratch buffers of its algorithm."""
     itemsize = plan.itemsize
     total = plan.input.numel * itemsize
     for stage in plan.stages:
         total += math.prod(stage.out_shape) * itemsize + _weight_bytes(stage, itemsize)
+        if isinstance(stage, ConvStage):
+            total += scratch_elements(stage) * itemsize
     return total
 
 
 def _weight_bytes(stage: Stage, itemsize: int) -> int:
     if isinstance(stage, ConvStage):
-        return (math.prod(stage.weight_shape) + stage.out_shape[1]) * itemsize
+        k, cg, kh, kw = stage.weight_shape
+        m = WINOGRAD_TILE.get(stage.algorithm)
+        # Winograd uploads the transformed filters: (M + 2)^2 values per channel pair.
+        taps = kh * kw if m is None else (m + 2) ** 2
+        return (k * cg * taps + k) * itemsize
     if isinstance(stage, ConvTransposeStage):
         return (math.prod(stage.weight_shape) + stage.out_shape[1]) * itemsize
     return 0

@@ -77,6 +77,8 @@ class ConvStage:
     activation: Activation = NO_ACTIVATION
     channel_map: tuple[int, int] | None = None
     algorithm: str = field(default="conv2d_direct")
+    # The algorithm the request named in its ``algorithm`` field; None lets the selector choose.
+    requested_algorithm: str | None = None
 
     kind = "conv2d"
 

@@ -10,7 +10,6 @@ once, on the download.
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 from collections.abc import Callable
@@ -22,7 +21,6 @@ import numpy.typing as npt
 import pyopencl as cl
 
 from clconv.core.planner import RequestPlan
-from clconv.core.stages import ConvStage, ConvTransposeStage
 from clconv.core.tensors import DTYPES
 from clconv.errors import (
     ClientDisconnectedError,
@@ -30,7 +28,7 @@ from clconv.errors import (
     DeviceError,
 )
 from clconv.runtime.devices import Device
-from clconv.runtime.launches import Launch, plan_launch
+from clconv.runtime.launches import Launch, plan_launches
 
 logger = logging.getLogger("clconv.runtime")
 
@@ -92,7 +90,7 @@ def execute(
         zero = {"queue": 0.0, "upload": 0.0, "compute": 0.0, "download": 0.0, "total": 0.0}
         return Execution(output, device, zero, [], [0.0] * len(plan.stages))
 
-    launches = [plan_launch(stage, plan.dtype == "float64") for stage in plan.stages]
+    launches = plan_launches(plan.stages, plan.dtype == "float64")
     conditions = conditions or StartConditions()
     _acquire(device, conditions)
     try:
@@ -158,16 +156,24 @@ def _upload(device: Device, array: npt.NDArray[Any] | None, events: list[cl.Even
     return buffer, host
 
 
+def bind_args(
+    kernel: cl.Kernel, launch: Launch, src: Any, weight: Any, bias: Any, dst: Any
+) -> None:
+    """Set ``kernel``'s arguments in the order of ``launch.args``; an absent bias is NULL."""
+    buffers = {"src": src, "weight": weight, "bias": bias, "dst": dst}
+    kernel.set_args(*(buffers[role] for role in launch.args))
+
+
 def _run_locked(
     plan: RequestPlan,
     device: Device,
-    launches: list[Launch],
+    launches: list[tuple[int, Launch]],
     output: npt.NDArray[Any],
     started: float,
 ) -> Execution:
     queue = device.queue
     itemsize = DTYPES[plan.dtype].itemsize
-    kernels = [device.programs.kernel(x.source, x.kernel, x.defines) for x in launches]
+    kernels = [device.programs.kernel(x.source, x.kernel, x.defines) for _, x in launches]
 
     uploads: list[cl.Event] = []
     keep_alive: list[Any] = []
@@ -175,7 +181,7 @@ def _run_locked(
     keep_alive.append(current)
     stage_buffers: list[Any] = []
     parameters: list[tuple[Any, Any]] = []
-    for launch in launches:
+    for _, launch in launches:
         weight = _upload(device, launch.weight, uploads)
         bias = _upload(device, launch.bias, uploads)
         keep_alive += [weight, bias]
@@ -183,19 +189,18 @@ def _run_locked(
 
     kernel_events: list[cl.Event] = []
     source_buffer = current[0]
-    for launch, kernel, (weight, bias) in zip(launches, kernels, parameters, strict=True):
-        out_bytes = math.prod(launch.stage.out_shape) * itemsize
+    for (_, launch), kernel, (weight, bias) in zip(launches, kernels, parameters, strict=True):
+        out_bytes = launch.output_elements() * itemsize
         out_buffer = cl.Buffer(device.context, cl.mem_flags.READ_WRITE, size=out_bytes)
         stage_buffers.append(out_buffer)
-        if isinstance(launch.stage, ConvStage | ConvTransposeStage):
-            kernel.set_args(
-                source_buffer,
-                weight[0],
-                None if bias is None else bias[0],
-                out_buffer,
-            )
-        else:
-            kernel.set_args(source_buffer, out_buffer)
+        bind_args(
+            kernel,
+            launch,
+            source_buffer,
+            None if weight is None else weight[0],
+            None if bias is None else bias[0],
+            out_buffer,
+        )
         kernel_events.append(cl.enqueue_nd_range_kernel(queue, kernel, launch.global_size, None))
         source_buffer = out_buffer
 
@@ -209,7 +214,9 @@ def _run_locked(
         if item is not None:
             item[0].release()
     host_ms = (time.perf_counter() - started) * 1e3
-    stage_ms = [timing.ms for timing in kernel_timings]
+    stage_ms = [0.0] * len(plan.stages)
+    for timing in kernel_timings:
+        stage_ms[timing.stage] += timing.ms
     return Execution(output, device, timings, kernel_timings, stage_ms, host_ms)
 
 
@@ -217,7 +224,7 @@ def _collect_timings(
     uploads: list[cl.Event],
     kernel_events: list[cl.Event],
     download: cl.Event,
-    launches: list[Launch],
+    launches: list[tuple[int, Launch]],
 ) -> tuple[dict[str, float], list[KernelTiming]]:
     """Sum event durations by kind. ``queue`` is the rest of the span from the first command
     being queued to the last one ending: time spent waiting rather than executing."""
@@ -241,6 +248,6 @@ def _collect_timings(
     }
     kernel_timings = [
         KernelTiming(launch.kernel, index, duration(event), list(launch.global_size))
-        for index, (launch, event) in enumerate(zip(launches, kernel_events, strict=True))
+        for (index, launch), event in zip(launches, kernel_events, strict=True)
     ]
     return timings, kernel_timings

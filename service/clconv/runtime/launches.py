@@ -6,13 +6,17 @@ Everything here is host-side numpy work done before the device lock is taken.
 
 from __future__ import annotations
 
+import hashlib
 import math
-from dataclasses import dataclass
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from clconv.core.algorithms import WINOGRAD_TILE, winograd_tiles
 from clconv.core.fields import Activation
 from clconv.core.stages import ConvStage, ConvTransposeStage, PadStage, Stage
 
@@ -30,9 +34,17 @@ CHANNEL_VECTOR = 8
 OUTPUT_COLUMN_BLOCK = 8
 
 
+# Kernel argument roles, in the order a kernel takes them: the previous launch's output (or the
+# request input), the packed weight, the bias (NULL when absent) and this launch's output.
+CONV_ARGS = ("src", "weight", "bias", "dst")
+COPY_ARGS = ("src", "dst")
+
+
 @dataclass
 class Launch:
-    """One kernel launch of a stage, ready to enqueue."""
+    """One kernel launch of a stage, ready to enqueue. A stage lowers to one launch, or to
+    several (Winograd: input transform, GEMM, output transform), each reading the previous
+    launch's output."""
 
     stage: Stage
     source: str
@@ -41,6 +53,14 @@ class Launch:
     global_size: tuple[int, ...]
     weight: npt.NDArray[Any] | None
     bias: npt.NDArray[Any] | None
+    args: tuple[str, ...] = CONV_ARGS
+    # Elements of this launch's output buffer; None means the stage's output shape.
+    out_elements: int | None = field(default=None)
+
+    def output_elements(self) -> int:
+        if self.out_elements is not None:
+            return self.out_elements
+        return math.prod(self.stage.out_shape)
 
 
 def _channel_block(channels: int) -> int:
@@ -83,20 +103,31 @@ def _pack_blocked(
     return np.ascontiguousarray(packed), blocks
 
 
-def plan_launch(stage: Stage, use_double: bool) -> Launch:
-    """Choose the kernel for ``stage`` (by its algorithm) and prepare its launch."""
+def plan_launches(stages: list[Stage], use_double: bool) -> list[tuple[int, Launch]]:
+    """Lower ``stages`` to their launches, each with the index of the stage it belongs to."""
+    return [
+        (index, launch)
+        for index, stage in enumerate(stages)
+        for launch in plan_stage(stage, use_double)
+    ]
+
+
+def plan_stage(stage: Stage, use_double: bool) -> list[Launch]:
+    """Choose the kernels for ``stage`` (by its algorithm) and prepare their launches."""
     base: dict[str, int | float | str] = {"USE_DOUBLE": int(use_double)}
     if isinstance(stage, PadStage):
-        return _pad_launch(stage, base)
+        return [_pad_launch(stage, base)]
     if isinstance(stage, ConvTransposeStage):
-        return _transpose_launch(stage, base)
+        return [_transpose_launch(stage, base)]
     if stage.algorithm == "conv2d_pointwise":
-        return _pointwise_launch(stage, base)
+        return [_pointwise_launch(stage, base)]
     if stage.algorithm == "conv2d_depthwise":
-        return _depthwise_launch(stage, base)
+        return [_depthwise_launch(stage, base)]
     if stage.algorithm == "conv2d_direct_oc":
-        return _direct_oc_launch(stage, base)
-    return _direct_launch(stage, base)
+        return [_direct_oc_launch(stage, base)]
+    if stage.algorithm in WINOGRAD_TILE:
+        return _winograd_launches(stage, base, WINOGRAD_TILE[stage.algorithm])
+    return [_direct_launch(stage, base)]
 
 
 def _shape_defines(stage: ConvStage | ConvTransposeStage) -> dict[str, int | float | str]:
@@ -134,7 +165,8 @@ def _pad_launch(stage: PadStage, base: dict[str, int | float | str]) -> Launch:
         "PAD_LEFT": stage.pads.left,
         "PAD_MODE": PAD_MODE_CODES[stage.mode],
     }
-    return Launch(stage, "pad.cl", "pad_nchw", defines, (math.ceil(ow / 4), oh, n * c), None, None)
+    global_size = (math.ceil(ow / 4), oh, n * c)
+    return Launch(stage, "pad.cl", "pad_nchw", defines, global_size, None, None, COPY_ARGS)
 
 
 def _direct_launch(stage: ConvStage, base: dict[str, int | float | str]) -> Launch:
@@ -269,6 +301,153 @@ def _transpose_launch(stage: ConvTransposeStage, base: dict[str, int | float | s
         weight,
         stage.bias,
     )
+
+
+# Filter transforms G (A x 3) of F(2, 3) and F(4, 3), for the points 0, 1, -1 (, 2, -2).
+_WINOGRAD_G = {
+    2: np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]]),
+    4: np.array(
+        [
+            [1 / 4, 0, 0],
+            [-1 / 6, -1 / 6, -1 / 6],
+            [-1 / 6, 1 / 6, -1 / 6],
+            [1 / 24, 1 / 12, 1 / 6],
+            [1 / 24, -1 / 12, 1 / 6],
+            [0, 0, 1],
+        ]
+    ),
+}
+
+
+class _TransformCache:
+    """Transformed, packed Winograd filters by weight content, least recently used first out,
+    bounded by bytes. A client that sends the same weights with every request (the usual case
+    for a model's layer) pays the transform once."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self._max_bytes = max_bytes
+        self._entries: OrderedDict[tuple[Any, ...], tuple[npt.NDArray[Any], int]] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, weight: npt.NDArray[Any], groups: int, m: int) -> tuple[npt.NDArray[Any], int]:
+        digest = hashlib.blake2b(np.ascontiguousarray(weight).data, digest_size=16).digest()
+        key = (digest, weight.shape, weight.dtype.str, groups, m)
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None:
+                self._entries.move_to_end(key)
+                self.hits += 1
+                return entry
+        entry = _transform_filters(weight, groups, m)
+        with self._lock:
+            self.misses += 1
+            if key not in self._entries:
+                self._entries[key] = entry
+                self._bytes += entry[0].nbytes
+                while self._bytes > self._max_bytes and len(self._entries) > 1:
+                    _, (old, _) = self._entries.popitem(last=False)
+                    self._bytes -= old.nbytes
+        return entry
+
+
+WINOGRAD_FILTER_CACHE = _TransformCache(max_bytes=256 * 2**20)
+
+
+def _transform_filters(
+    weight: npt.NDArray[Any], groups: int, m: int
+) -> tuple[npt.NDArray[Any], int]:
+    """U = G g G^T for every (output, input) channel pair, in float64, laid out as the weight of
+    a grouped 1x1 convolution with A*A*groups groups: [A*A*K, C/groups, 1, 1], then packed
+    for conv2d_pointwise."""
+    g = _WINOGRAD_G[m]
+    a = m + 2
+    k, cg, _, _ = weight.shape
+    u = np.einsum("ip,kcpq,jq->ijkc", g, weight.astype(np.float64), g)
+    u = u.reshape(a * a * k, cg, 1, 1).astype(weight.dtype)
+    kg = k // groups
+    return _pack_blocked(u, a * a * groups, _channel_block(kg), transposed=False)
+
+
+def _winograd_launches(
+    stage: ConvStage, base: dict[str, int | float | str], m: int
+) -> list[Launch]:
+    n, c, h, w = stage.in_shape
+    _, k, oh, ow = stage.out_shape
+    _, cg, kh, kw = stage.weight_shape
+    if (kh, kw) != (3, 3) or stage.stride != (1, 1) or stage.channel_map is not None:
+        raise ValueError("Winograd stages need a 3x3 kernel, stride 1 and no channel map")
+    a = m + 2
+    th, tw, tiles = winograd_tiles(stage.out_shape, stage.dilation, m)
+    packed, blocks = WINOGRAD_FILTER_CACHE.get(_require(stage.weight), stage.groups, m)
+    transform = base | {
+        "C_IN": c,
+        "H": h,
+        "W": w,
+        "K": k,
+        "OH": oh,
+        "OW": ow,
+        "PAD_TOP": stage.pads.top,
+        "PAD_LEFT": stage.pads.left,
+        "DH": stage.dilation[0],
+        "DW": stage.dilation[1],
+        "WINO_M": m,
+        "TH": th,
+        "TW": tw,
+        "TILES": tiles,
+    }
+    kg = k // stage.groups
+    block = _channel_block(kg)
+    gemm_groups = a * a * stage.groups
+    gemm = base | {
+        "N": n,
+        "C_IN": a * a * c,
+        "K": a * a * k,
+        "P": tiles,
+        "GROUPS": gemm_groups,
+        "CIN_PG": cg,
+        "KOUT_PG": kg,
+        "OCB": block,
+        "KB": blocks,
+    }
+    output = transform | _epilogue_defines(stage.activation, stage.has_bias)
+    source = "conv2d_winograd.cl"
+    return [
+        Launch(
+            stage,
+            source,
+            "winograd_input",
+            transform,
+            (tiles, c, n),
+            None,
+            None,
+            COPY_ARGS,
+            n * a * a * c * tiles,
+        ),
+        Launch(
+            stage,
+            "conv2d_pointwise.cl",
+            "conv2d_pointwise",
+            gemm,
+            (math.ceil(tiles / 8), n * gemm_groups * blocks),
+            packed,
+            None,
+            CONV_ARGS,
+            n * a * a * k * tiles,
+        ),
+        Launch(
+            stage,
+            source,
+            "winograd_output",
+            output,
+            (tiles, k, n),
+            None,
+            stage.bias,
+            ("src", "bias", "dst"),
+        ),
+    ]
 
 
 def _require(weight: npt.NDArray[Any] | None) -> npt.NDArray[Any]:

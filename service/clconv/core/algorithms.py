@@ -1,0 +1,114 @@
+"""The conv2d algorithms, which of them can compute a given stage, and the rule that picks one.
+
+Every algorithm that applies to a stage is a candidate. ``rule_choice`` gives the first choice
+instantly from the stage's shape and the device's profile; the runtime's selector may replace it
+with a winner measured by a tuning pass (``clconv.runtime.selection``). A request can also name
+an algorithm itself (the ``algorithm`` field of conv2d).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Final
+
+from clconv.core.stages import ConvStage, Shape4
+
+POINTWISE: Final = "conv2d_pointwise"
+DEPTHWISE: Final = "conv2d_depthwise"
+DIRECT: Final = "conv2d_direct"
+DIRECT_OC: Final = "conv2d_direct_oc"
+WINOGRAD_F2: Final = "conv2d_winograd_f2"
+WINOGRAD_F4: Final = "conv2d_winograd_f4"
+
+# What each algorithm is, for error messages and ``GET /v1/algorithms``-style listings.
+CONV2D_ALGORITHMS: Final[dict[str, str]] = {
+    POINTWISE: "1x1 stride-1 unpadded convolution as a tiled GEMM per image and group",
+    DEPTHWISE: "one input channel per group, depth multiplier up to 4",
+    DIRECT_OC: "direct convolution, 8 output channels x 8 columns per work-item",
+    DIRECT: "direct convolution vectorised along output columns; any shape",
+    WINOGRAD_F2: "Winograd F(2x2, 3x3): 3x3, stride 1, filters transformed once",
+    WINOGRAD_F4: "Winograd F(4x4, 3x3): 3x3, stride 1, fewer multiplications than F(2x2)",
+}
+
+# Output tile size M of each Winograd variant F(M x M, 3 x 3).
+WINOGRAD_TILE: Final[dict[str, int]] = {WINOGRAD_F2: 2, WINOGRAD_F4: 4}
+
+# conv2d_direct_oc computes 8 output channels per vector, so below 8 channels per group its lanes
+# would sit idle. From 8 to 256 it ran 1.05x to 3.3x faster than conv2d_direct in a same-run
+# comparison on Intel's runtime and PoCL 3.1 (2-core AMD EPYC, AVX2).
+MIN_CHANNELS_FOR_CHANNEL_VECTORS: Final = 8
+
+# The depthwise kernel computes one channel per work-item, so it rereads an input channel once
+# per output channel; past a small depth multiplier the direct kernel, which shares each input
+# load among 8 output channels, is faster (a 1 -> 64 channel stem, say).
+MAX_DEPTHWISE_MULTIPLIER: Final = 4
+
+# Winograd pays a transform per tile and channel on the way in and out; the GEMM in between
+# only amortises them with enough channels on both sides.
+MIN_WINOGRAD_CHANNELS: Final = 16
+
+
+def applicable(stage: ConvStage) -> list[str]:
+    """Every algorithm that computes ``stage`` exactly, most specialised first."""
+    _, c, _, _ = stage.in_shape
+    k, cg, kh, kw = stage.weight_shape
+    unit = stage.stride == (1, 1) and stage.dilation == (1, 1) and not stage.pads.any
+    names: list[str] = []
+    if stage.channel_map is None and (kh, kw) == (1, 1) and unit:
+        names.append(POINTWISE)
+    depthwise = stage.groups == c and cg == 1 and k // c <= MAX_DEPTHWISE_MULTIPLIER
+    if stage.channel_map is None and depthwise:
+        names.append(DEPTHWISE)
+    if stage.channel_map is None and (kh, kw) == (3, 3) and stage.stride == (1, 1):
+        names += [WINOGRAD_F4, WINOGRAD_F2]
+    names += [DIRECT_OC, DIRECT]
+    return names
+
+
+def rule_choice(stage: ConvStage, profile: str = "cpu") -> str:
+    """The first choice for ``stage`` on a device of ``profile`` ("cpu", "gpu"), by shape.
+
+    GEMM for 1x1 stride-1 unpadded, the depthwise kernel for one input channel per group and a
+    small depth multiplier, Winograd F(4x4, 3x3) for 3x3 stride-1 layers with at least 16 input
+    and output channels per group (F(2x2, 3x3) where each output phase is under 8 wide or
+    high, so F(4x4)'s tiles would mostly overhang), the output-channel-vector direct kernel for
+    8 or more output channels per group, else the width-vector direct kernel.
+    """
+    names = applicable(stage)
+    k, cg, _, _ = stage.weight_shape
+    kg = k // stage.groups
+    if POINTWISE in names:
+        return POINTWISE
+    if DEPTHWISE in names:
+        return DEPTHWISE
+    if WINOGRAD_F4 in names and min(cg, kg) >= MIN_WINOGRAD_CHANNELS:
+        _, _, oh, ow = stage.out_shape
+        phase_h = math.ceil(oh / stage.dilation[0])
+        phase_w = math.ceil(ow / stage.dilation[1])
+        return WINOGRAD_F4 if min(phase_h, phase_w) >= 8 else WINOGRAD_F2
+    if kg >= MIN_CHANNELS_FOR_CHANNEL_VECTORS:
+        return DIRECT_OC
+    return DIRECT
+
+
+def winograd_tiles(out_shape: Shape4, dilation: tuple[int, int], m: int) -> tuple[int, int, int]:
+    """Tile grid of a Winograd stage with output tile ``m``: tiles per output phase along H
+    and W, and the total over the dilation[0] * dilation[1] phases."""
+    _, _, oh, ow = out_shape
+    dh, dw = dilation
+    th = math.ceil(math.ceil(oh / dh) / m)
+    tw = math.ceil(math.ceil(ow / dw) / m)
+    return th, tw, dh * dw * th * tw
+
+
+def scratch_elements(stage: ConvStage) -> int:
+    """Elements of device scratch memory the stage's algorithm needs beyond its output: for
+    Winograd the transformed input and the GEMM's output, (M + 2)^2 values per tile and
+    channel each."""
+    m = WINOGRAD_TILE.get(stage.algorithm)
+    if m is None:
+        return 0
+    n, c, _, _ = stage.in_shape
+    k = stage.out_shape[1]
+    _, _, tiles = winograd_tiles(stage.out_shape, stage.dilation, m)
+    return n * (m + 2) ** 2 * (c + k) * tiles
