@@ -63,10 +63,10 @@ class Launch:
         return math.prod(self.stage.out_shape)
 
 
-def _channel_block(channels: int) -> int:
-    """Smallest power of two >= channels, at most MAX_CHANNEL_BLOCK."""
+def _channel_block(channels: int, most: int = MAX_CHANNEL_BLOCK) -> int:
+    """Smallest power of two >= channels, at most ``most``."""
     block = 1
-    while block < min(channels, MAX_CHANNEL_BLOCK):
+    while block < min(channels, most):
         block *= 2
     return block
 
@@ -222,11 +222,17 @@ def _direct_oc_launch(stage: ConvStage, base: dict[str, int | float | str]) -> L
     )
 
 
+# conv2d_pointwise tile: output channels per work-item and 8-wide position vectors per
+# work-item. Module-level so that the tuning pass can try others.
+POINTWISE_CHANNELS = 8
+POINTWISE_VECTORS = 1
+
+
 def _pointwise_launch(stage: ConvStage, base: dict[str, int | float | str]) -> Launch:
     n, c, h, w = stage.in_shape
     k, cg, _, _ = stage.weight_shape
     kg = k // stage.groups
-    block = _channel_block(kg)
+    block = _channel_block(kg, POINTWISE_CHANNELS)
     weight, blocks = _pack_blocked(_require(stage.weight), stage.groups, block, transposed=False)
     positions = h * w
     defines = (
@@ -242,9 +248,10 @@ def _pointwise_launch(stage: ConvStage, base: dict[str, int | float | str]) -> L
             "KOUT_PG": kg,
             "OCB": block,
             "KB": blocks,
+            "PV": POINTWISE_VECTORS,
         }
     )
-    global_size = (math.ceil(positions / 8), n * stage.groups * blocks)
+    global_size = (math.ceil(positions / (8 * POINTWISE_VECTORS)), n * stage.groups * blocks)
     return Launch(
         stage, "conv2d_pointwise.cl", "conv2d_pointwise", defines, global_size, weight, stage.bias
     )
@@ -334,7 +341,7 @@ class _TransformCache:
 
     def get(self, weight: npt.NDArray[Any], groups: int, m: int) -> tuple[npt.NDArray[Any], int]:
         digest = hashlib.blake2b(np.ascontiguousarray(weight).data, digest_size=16).digest()
-        key = (digest, weight.shape, weight.dtype.str, groups, m)
+        key = (digest, weight.shape, weight.dtype.str, groups, m, POINTWISE_CHANNELS)
         with self._lock:
             entry = self._entries.get(key)
             if entry is not None:
@@ -368,7 +375,9 @@ def _transform_filters(
     u = np.einsum("ip,kcpq,jq->ijkc", g, weight.astype(np.float64), g)
     u = u.reshape(a * a * k, cg, 1, 1).astype(weight.dtype)
     kg = k // groups
-    return _pack_blocked(u, a * a * groups, _channel_block(kg), transposed=False)
+    return _pack_blocked(
+        u, a * a * groups, _channel_block(kg, POINTWISE_CHANNELS), transposed=False
+    )
 
 
 def _winograd_launches(
@@ -399,7 +408,7 @@ def _winograd_launches(
         "TILES": tiles,
     }
     kg = k // stage.groups
-    block = _channel_block(kg)
+    block = _channel_block(kg, POINTWISE_CHANNELS)
     gemm_groups = a * a * stage.groups
     gemm = base | {
         "N": n,
@@ -411,6 +420,7 @@ def _winograd_launches(
         "KOUT_PG": kg,
         "OCB": block,
         "KB": blocks,
+        "PV": POINTWISE_VECTORS,
     }
     output = transform | _epilogue_defines(stage.activation, stage.has_bias)
     source = "conv2d_winograd.cl"
@@ -431,7 +441,7 @@ def _winograd_launches(
             "conv2d_pointwise.cl",
             "conv2d_pointwise",
             gemm,
-            (math.ceil(tiles / 8), n * gemm_groups * blocks),
+            (math.ceil(tiles / (8 * POINTWISE_VECTORS)), n * gemm_groups * blocks),
             packed,
             None,
             CONV_ARGS,
