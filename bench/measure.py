@@ -64,6 +64,45 @@ class Stats:
         }
 
 
+EMPTY_KERNEL = "__kernel void empty(__global float* x) { }"
+
+
+def measure_launch_overhead(device: Device, runs: int = 200) -> dict[str, dict[str, float | int]]:
+    """Per-launch cost of an empty kernel on ``device``, in microseconds.
+
+    ``round_trip_us``: host wall time to enqueue one launch and wait for it, as a request with
+    a single kernel pays. ``stream_us``: device time per launch when ``runs`` launches are
+    queued back to back with no host wait (first start to last end, divided by the count), as
+    the kernels of one multi-stage request run. ``kernel_us``: an empty kernel's own
+    profiled duration.
+    """
+    program = cl.Program(device.context, EMPTY_KERNEL).build()
+    kernel = cl.Kernel(program, "empty")
+    buffer = cl.Buffer(device.context, cl.mem_flags.READ_WRITE, size=4)
+    kernel.set_args(buffer)
+    queue = device.queue
+    with device.lock:
+        for _ in range(10):
+            cl.enqueue_nd_range_kernel(queue, kernel, (1,), None)
+        queue.finish()
+        round_trips = []
+        for _ in range(runs):
+            started = time.perf_counter()
+            cl.enqueue_nd_range_kernel(queue, kernel, (1,), None).wait()
+            round_trips.append((time.perf_counter() - started) * 1e6)
+        events = [cl.enqueue_nd_range_kernel(queue, kernel, (1,), None) for _ in range(runs)]
+        events[-1].wait()
+        queue.finish()
+    span_ns = events[-1].profile.end - events[0].profile.start
+    durations = [float(event.profile.end - event.profile.start) / 1e3 for event in events]
+    buffer.release()
+    return {
+        "round_trip_us": Stats.of(round_trips).as_dict(),
+        "stream_us": Stats.of([span_ns / 1e3 / runs]).as_dict(),
+        "kernel_us": Stats.of(durations).as_dict(),
+    }
+
+
 def measure_peak_gflops(runs: int = 5) -> Stats:
     """Time a float32 ``torch.matmul`` of two 4096x4096 matrices; return the rates of the
     runs in GFLOP/s."""

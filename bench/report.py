@@ -278,7 +278,29 @@ def _reference_lines(document: dict[str, Any]) -> list[str]:
         f"- Ridge point: {peak / copy:.1f} FLOP/byte. Rows whose arithmetic intensity (FLOPs per "
         f"byte of input, weight and output, each moved once) is below "
         f"{MEMORY_BOUND_INTENSITY:g} count as memory-bound and also get a bandwidth fraction.",
+        *_overhead_lines(document),
     ]
+
+
+def _overhead_lines(document: dict[str, Any]) -> list[str]:
+    overhead = document.get("launch_overhead")
+    if not overhead:
+        return []
+    lines = [
+        "",
+        "Per-launch overhead of an empty kernel, in µs (medians; `bench/measure.py` "
+        "`measure_launch_overhead`). A request queues all its kernels without host waits "
+        "between them, so it pays one round trip plus one streamed launch per further kernel.",
+        "",
+        "| device | enqueue + wait, host | back to back, device | empty kernel itself |",
+        "|---|--:|--:|--:|",
+    ]
+    for device_id, figures in overhead.items():
+        lines.append(
+            f"| `{device_id}` | {figures['round_trip_us']['median']:.1f} | "
+            f"{figures['stream_us']['median']:.1f} | {figures['kernel_us']['median']:.1f} |"
+        )
+    return lines
 
 
 def _method_lines(settings: dict[str, Any]) -> list[str]:

@@ -34,6 +34,7 @@ from bench.measure import (
     ResidentRequest,
     Stats,
     measure_copy_gbs,
+    measure_launch_overhead,
     measure_peak_gflops,
     time_host_calls,
     torch_forward,
@@ -113,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         cases = [case for case in cases if case.name in args.only]
 
     reference = {"start": _measure_reference()}
+    overhead = {device.id: measure_launch_overhead(device) for device in devices}
     results = []
     for index, case in enumerate(cases, start=1):
         logger.info("case %d/%d: %s", index, len(cases), case.name)
@@ -122,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     document = {
         "meta": report.describe_environment(devices, command, time.perf_counter() - started),
         "reference": reference,
+        "launch_overhead": overhead,
         "settings": {
             "runs": RUNS,
             "min_runs": MIN_RUNS,
