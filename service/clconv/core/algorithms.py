@@ -14,17 +14,22 @@ from typing import Final
 from clconv.core.stages import ConvStage, Shape4
 
 POINTWISE: Final = "conv2d_pointwise"
+POINTWISE_4X16: Final = "conv2d_pointwise_4x16"
 DEPTHWISE: Final = "conv2d_depthwise"
 DIRECT: Final = "conv2d_direct"
 DIRECT_OC: Final = "conv2d_direct_oc"
+DIRECT_OC_8X4: Final = "conv2d_direct_oc_8x4"
 WINOGRAD_F2: Final = "conv2d_winograd_f2"
 WINOGRAD_F4: Final = "conv2d_winograd_f4"
 
 # What each algorithm is, for error messages and ``GET /v1/algorithms``-style listings.
 CONV2D_ALGORITHMS: Final[dict[str, str]] = {
-    POINTWISE: "1x1 stride-1 unpadded convolution as a tiled GEMM per image and group",
+    POINTWISE: "1x1 stride-1 unpadded convolution as a GEMM, 8 channels x 8 positions per "
+    "work-item",
+    POINTWISE_4X16: "the same GEMM with 4 channels x 16 positions per work-item",
     DEPTHWISE: "one input channel per group, depth multiplier up to 4",
     DIRECT_OC: "direct convolution, 8 output channels x 8 columns per work-item",
+    DIRECT_OC_8X4: "direct convolution, 8 output channels x 4 columns per work-item",
     DIRECT: "direct convolution vectorised along output columns; any shape",
     WINOGRAD_F2: "Winograd F(2x2, 3x3): 3x3, stride 1, filters transformed once",
     WINOGRAD_F4: "Winograd F(4x4, 3x3): 3x3, stride 1, fewer multiplications than F(2x2)",
@@ -32,6 +37,10 @@ CONV2D_ALGORITHMS: Final[dict[str, str]] = {
 
 # Output tile size M of each Winograd variant F(M x M, 3 x 3).
 WINOGRAD_TILE: Final[dict[str, int]] = {WINOGRAD_F2: 2, WINOGRAD_F4: 4}
+# GEMM tile of each pointwise variant: (output channels, 8-wide position vectors).
+POINTWISE_TILE: Final[dict[str, tuple[int, int]]] = {POINTWISE: (8, 1), POINTWISE_4X16: (4, 2)}
+# Output columns per work-item of each direct_oc variant (8 output channels each).
+DIRECT_OC_COLUMNS: Final[dict[str, int]] = {DIRECT_OC: 8, DIRECT_OC_8X4: 4}
 
 # conv2d_direct_oc computes 8 output channels per vector, so below 8 channels per group its lanes
 # would sit idle. From 8 to 256 it ran 1.05x to 3.3x faster than conv2d_direct in a same-run
@@ -55,13 +64,13 @@ def applicable(stage: ConvStage) -> list[str]:
     unit = stage.stride == (1, 1) and stage.dilation == (1, 1) and not stage.pads.any
     names: list[str] = []
     if stage.channel_map is None and (kh, kw) == (1, 1) and unit:
-        names.append(POINTWISE)
+        names += [POINTWISE, POINTWISE_4X16]
     depthwise = stage.groups == c and cg == 1 and k // c <= MAX_DEPTHWISE_MULTIPLIER
     if stage.channel_map is None and depthwise:
         names.append(DEPTHWISE)
     if stage.channel_map is None and (kh, kw) == (3, 3) and stage.stride == (1, 1):
         names += [WINOGRAD_F4, WINOGRAD_F2]
-    names += [DIRECT_OC, DIRECT]
+    names += [DIRECT_OC, DIRECT_OC_8X4, DIRECT]
     return names
 
 

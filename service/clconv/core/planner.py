@@ -10,7 +10,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from clconv.core.algorithms import DIRECT_OC, WINOGRAD_TILE, rule_choice, scratch_elements
+from clconv.core.algorithms import (
+    DIRECT_OC_COLUMNS,
+    WINOGRAD_TILE,
+    rule_choice,
+    scratch_elements,
+)
 from clconv.core.builders_common import BuildContext
 from clconv.core.fields import Pads, describe, require_dict
 from clconv.core.ops import BUILDERS
@@ -168,12 +173,12 @@ def _parse_pipeline(body: dict[str, Any], in_shape: Shape4, ctx: BuildContext) -
 
 
 def _insert_explicit_padding(plan: RequestPlan) -> None:
-    """Give every ``conv2d_direct_oc`` stage a zero-padding stage in front, because that kernel
-    reads its taps without bounds checks."""
+    """Give every ``conv2d_direct_oc`` stage (either tile) a zero-padding stage in front,
+    because that kernel reads its taps without bounds checks."""
     for op in plan.ops:
         stages: list[Stage] = []
         for stage in op.stages:
-            unpadded_kernel = isinstance(stage, ConvStage) and stage.algorithm == DIRECT_OC
+            unpadded_kernel = isinstance(stage, ConvStage) and stage.algorithm in DIRECT_OC_COLUMNS
             if unpadded_kernel and stage.pads.any:
                 padded = _padded_shape(stage.in_shape, stage.pads)
                 stages.append(PadStage(stage.in_shape, padded, "zeros", stage.pads))

@@ -16,7 +16,12 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from clconv.core.algorithms import WINOGRAD_TILE, winograd_tiles
+from clconv.core.algorithms import (
+    DIRECT_OC_COLUMNS,
+    POINTWISE_TILE,
+    WINOGRAD_TILE,
+    winograd_tiles,
+)
 from clconv.core.fields import Activation
 from clconv.core.stages import ConvStage, ConvTransposeStage, PadStage, Stage
 
@@ -119,12 +124,12 @@ def plan_stage(stage: Stage, use_double: bool) -> list[Launch]:
         return [_pad_launch(stage, base)]
     if isinstance(stage, ConvTransposeStage):
         return [_transpose_launch(stage, base)]
-    if stage.algorithm == "conv2d_pointwise":
-        return [_pointwise_launch(stage, base)]
+    if stage.algorithm in POINTWISE_TILE:
+        return [_pointwise_launch(stage, base, *POINTWISE_TILE[stage.algorithm])]
     if stage.algorithm == "conv2d_depthwise":
         return [_depthwise_launch(stage, base)]
-    if stage.algorithm == "conv2d_direct_oc":
-        return [_direct_oc_launch(stage, base)]
+    if stage.algorithm in DIRECT_OC_COLUMNS:
+        return [_direct_oc_launch(stage, base, DIRECT_OC_COLUMNS[stage.algorithm])]
     if stage.algorithm in WINOGRAD_TILE:
         return _winograd_launches(stage, base, WINOGRAD_TILE[stage.algorithm])
     return [_direct_launch(stage, base)]
@@ -190,7 +195,7 @@ def _direct_launch(stage: ConvStage, base: dict[str, int | float | str]) -> Laun
     )
 
 
-def _direct_oc_launch(stage: ConvStage, base: dict[str, int | float | str]) -> Launch:
+def _direct_oc_launch(stage: ConvStage, base: dict[str, int | float | str], columns: int) -> Launch:
     n, _, hp, wp = stage.in_shape
     _, k, oh, ow = stage.out_shape
     _, cg, _, _ = stage.weight_shape
@@ -211,28 +216,29 @@ def _direct_oc_launch(stage: ConvStage, base: dict[str, int | float | str]) -> L
             "CIN_PG": cg,
             "KOUT_PG": kg,
             "KB": blocks,
-            "OWB": OUTPUT_COLUMN_BLOCK,
+            "OWB": columns,
         }
     )
     if stage.channel_map is not None:
         defines |= {"CHANNEL_MAP_KG": stage.channel_map[0], "CHANNEL_MAP_CG": stage.channel_map[1]}
-    global_size = (math.ceil(ow / OUTPUT_COLUMN_BLOCK), oh, n * stage.groups * blocks)
+    global_size = (math.ceil(ow / columns), oh, n * stage.groups * blocks)
     return Launch(
         stage, "conv2d_direct_oc.cl", "conv2d_direct_oc", defines, global_size, weight, stage.bias
     )
 
 
-# conv2d_pointwise tile: output channels per work-item and 8-wide position vectors per
-# work-item. Module-level so that the tuning pass can try others.
-POINTWISE_CHANNELS = 8
-POINTWISE_VECTORS = 1
+# The GEMM tile of Winograd's middle step (conv2d_pointwise): output channels and 8-wide
+# position vectors per work-item.
+POINTWISE_CHANNELS, POINTWISE_VECTORS = POINTWISE_TILE["conv2d_pointwise"]
 
 
-def _pointwise_launch(stage: ConvStage, base: dict[str, int | float | str]) -> Launch:
+def _pointwise_launch(
+    stage: ConvStage, base: dict[str, int | float | str], channels: int, vectors: int
+) -> Launch:
     n, c, h, w = stage.in_shape
     k, cg, _, _ = stage.weight_shape
     kg = k // stage.groups
-    block = _channel_block(kg, POINTWISE_CHANNELS)
+    block = _channel_block(kg, channels)
     weight, blocks = _pack_blocked(_require(stage.weight), stage.groups, block, transposed=False)
     positions = h * w
     defines = (
@@ -248,10 +254,10 @@ def _pointwise_launch(stage: ConvStage, base: dict[str, int | float | str]) -> L
             "KOUT_PG": kg,
             "OCB": block,
             "KB": blocks,
-            "PV": POINTWISE_VECTORS,
+            "PV": vectors,
         }
     )
-    global_size = (math.ceil(positions / (8 * POINTWISE_VECTORS)), n * stage.groups * blocks)
+    global_size = (math.ceil(positions / (8 * vectors)), n * stage.groups * blocks)
     return Launch(
         stage, "conv2d_pointwise.cl", "conv2d_pointwise", defines, global_size, weight, stage.bias
     )
