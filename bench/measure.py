@@ -225,7 +225,7 @@ class ResidentRequest:
         queue = self.device.queue
         with self.device.lock:
             events = [
-                cl.enqueue_nd_range_kernel(queue, kernel, launch.global_size, None)
+                cl.enqueue_nd_range_kernel(queue, kernel, launch.global_size, launch.local_size)
                 for launch, kernel in zip(self.launches, self.kernels, strict=True)
             ]
             events[-1].wait()

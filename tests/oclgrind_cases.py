@@ -30,6 +30,8 @@ CASES: list[tuple[str, dict[str, Any]]] = [
     ("conv2d", {"input": (1, 4, 5, 7), "weight": (6, 4, 1, 1), "bias": (6,)}),
     ("conv2d", {"input": (1, 4, 5, 5), "weight": (4, 1, 3, 3), "groups": 4, "dilation": 2,
                 "padding": 2}),
+    ("conv2d", {"input": (1, 20, 5, 3), "weight": (6, 20, 1, 1), "bias": (6,),
+                "algorithm": "conv2d_pointwise_local"}),
     ("conv2d", {"input": (1, 4, 7, 6), "weight": (4, 4, 3, 3), "bias": (4,), "padding": 1,
                 "algorithm": "conv2d_winograd_f4"}),
     ("conv2d", {"input": (1, 4, 9, 7), "weight": (8, 2, 3, 3), "groups": 2, "dilation": 2,

@@ -16,7 +16,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from clconv.core.algorithms import CONV2D_ALGORITHMS, WINOGRAD_F4, applicable
+from clconv.core.algorithms import (
+    CONV2D_ALGORITHMS,
+    POINTWISE,
+    POINTWISE_LOCAL,
+    WINOGRAD_F4,
+    applicable,
+    rule_choice,
+)
 from clconv.core.planner import parse_request
 from clconv.core.stages import ConvStage
 from support import tensor_from_json, tensor_json
@@ -228,3 +235,13 @@ def test_auto_is_the_default(client: Any) -> None:
     default = client.post("/v1/conv2d", json=_body(shape, "float32", None))
     assert auto.status_code == default.status_code == 200
     assert auto.json()["algorithm"] == default.json()["algorithm"]
+
+
+def test_rule_uses_the_local_memory_gemm_on_gpus() -> None:
+    plan = parse_request(
+        "conv2d", _body(Shape("pw", (1, 16, 4, 4), (8, 16, 1, 1)), "float32", None)
+    )
+    (stage,) = plan.stages
+    assert isinstance(stage, ConvStage)
+    assert rule_choice(stage, "gpu") == POINTWISE_LOCAL
+    assert rule_choice(stage, "cpu") == POINTWISE

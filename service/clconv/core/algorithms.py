@@ -15,6 +15,7 @@ from clconv.core.stages import ConvStage, Shape4
 
 POINTWISE: Final = "conv2d_pointwise"
 POINTWISE_4X16: Final = "conv2d_pointwise_4x16"
+POINTWISE_LOCAL: Final = "conv2d_pointwise_local"
 DEPTHWISE: Final = "conv2d_depthwise"
 DIRECT: Final = "conv2d_direct"
 DIRECT_OC: Final = "conv2d_direct_oc"
@@ -27,6 +28,7 @@ CONV2D_ALGORITHMS: Final[dict[str, str]] = {
     POINTWISE: "1x1 stride-1 unpadded convolution as a GEMM, 8 channels x 8 positions per "
     "work-item",
     POINTWISE_4X16: "the same GEMM with 4 channels x 16 positions per work-item",
+    POINTWISE_LOCAL: "the same GEMM tiled in local memory, 64 x 64 per work-group (for GPUs)",
     DEPTHWISE: "one input channel per group, depth multiplier up to 4",
     DIRECT_OC: "direct convolution, 8 output channels x 8 columns per work-item",
     DIRECT_OC_8X4: "direct convolution, 8 output channels x 4 columns per work-item",
@@ -64,7 +66,7 @@ def applicable(stage: ConvStage) -> list[str]:
     unit = stage.stride == (1, 1) and stage.dilation == (1, 1) and not stage.pads.any
     names: list[str] = []
     if stage.channel_map is None and (kh, kw) == (1, 1) and unit:
-        names += [POINTWISE, POINTWISE_4X16]
+        names += [POINTWISE, POINTWISE_4X16, POINTWISE_LOCAL]
     depthwise = stage.groups == c and cg == 1 and k // c <= MAX_DEPTHWISE_MULTIPLIER
     if stage.channel_map is None and depthwise:
         names.append(DEPTHWISE)
@@ -77,17 +79,20 @@ def applicable(stage: ConvStage) -> list[str]:
 def rule_choice(stage: ConvStage, profile: str = "cpu") -> str:
     """The first choice for ``stage`` on a device of ``profile`` ("cpu", "gpu"), by shape.
 
-    GEMM for 1x1 stride-1 unpadded, the depthwise kernel for one input channel per group and a
-    small depth multiplier, Winograd F(4x4, 3x3) for 3x3 stride-1 layers with at least 16 input
-    and output channels per group (F(2x2, 3x3) where each output phase is under 8 wide or
-    high, so F(4x4)'s tiles would mostly overhang), the output-channel-vector direct kernel for
-    8 or more output channels per group, else the width-vector direct kernel.
+    GEMM for 1x1 stride-1 unpadded (in local memory on GPUs), the depthwise kernel for one
+    input channel per group and a small depth multiplier, Winograd F(4x4, 3x3) for 3x3
+    stride-1 layers with at least 16 input and output channels per group (F(2x2, 3x3) where
+    each output phase is under 8 wide or high, so F(4x4)'s tiles would mostly overhang), the
+    output-channel-vector direct kernel for 8 or more output channels per group, else the
+    width-vector direct kernel.
     """
     names = applicable(stage)
     k, cg, _, _ = stage.weight_shape
     kg = k // stage.groups
     if POINTWISE in names:
-        return POINTWISE
+        # NOTE: the local-memory GEMM is chosen for GPUs by design, not by measurement: no GPU
+        # was reachable while it was written (it is checked on the CPU runtimes and Oclgrind).
+        return POINTWISE_LOCAL if profile == "gpu" else POINTWISE
     if DEPTHWISE in names:
         return DEPTHWISE
     if WINOGRAD_F4 in names and min(cg, kg) >= MIN_WINOGRAD_CHANNELS:

@@ -201,7 +201,9 @@ def _run_locked(
             None if bias is None else bias[0],
             out_buffer,
         )
-        kernel_events.append(cl.enqueue_nd_range_kernel(queue, kernel, launch.global_size, None))
+        kernel_events.append(
+            cl.enqueue_nd_range_kernel(queue, kernel, launch.global_size, launch.local_size)
+        )
         source_buffer = out_buffer
 
     download = cl.enqueue_copy(queue, output, source_buffer, is_blocking=False)

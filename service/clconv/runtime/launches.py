@@ -18,6 +18,7 @@ import numpy.typing as npt
 
 from clconv.core.algorithms import (
     DIRECT_OC_COLUMNS,
+    POINTWISE_LOCAL,
     POINTWISE_TILE,
     WINOGRAD_TILE,
     winograd_tiles,
@@ -61,6 +62,8 @@ class Launch:
     args: tuple[str, ...] = CONV_ARGS
     # Elements of this launch's output buffer; None means the stage's output shape.
     out_elements: int | None = field(default=None)
+    # Work-group size; None lets the OpenCL runtime choose.
+    local_size: tuple[int, ...] | None = None
 
     def output_elements(self) -> int:
         if self.out_elements is not None:
@@ -124,6 +127,8 @@ def plan_stage(stage: Stage, use_double: bool) -> list[Launch]:
         return [_pad_launch(stage, base)]
     if isinstance(stage, ConvTransposeStage):
         return [_transpose_launch(stage, base)]
+    if stage.algorithm == POINTWISE_LOCAL:
+        return [_pointwise_local_launch(stage, base)]
     if stage.algorithm in POINTWISE_TILE:
         return [_pointwise_launch(stage, base, *POINTWISE_TILE[stage.algorithm])]
     if stage.algorithm == "conv2d_depthwise":
@@ -260,6 +265,54 @@ def _pointwise_launch(
     global_size = (math.ceil(positions / (8 * vectors)), n * stage.groups * blocks)
     return Launch(
         stage, "conv2d_pointwise.cl", "conv2d_pointwise", defines, global_size, weight, stage.bias
+    )
+
+
+# conv2d_pointwise_local: a work-group of LOCAL_SIDE x LOCAL_SIDE work-items, each computing
+# LOCAL_OUTPUTS x LOCAL_OUTPUTS outputs, staging LOCAL_CHANNELS input channels at a time: a
+# 64 x 64 tile and 8 KiB of local memory in float32, within every OpenCL device's 32 KiB
+# minimum.
+LOCAL_SIDE = 16
+LOCAL_OUTPUTS = 4
+LOCAL_CHANNELS = 16
+
+
+def _pointwise_local_launch(stage: ConvStage, base: dict[str, int | float | str]) -> Launch:
+    n, c, h, w = stage.in_shape
+    k, cg, _, _ = stage.weight_shape
+    kg = k // stage.groups
+    weight = _require(stage.weight).reshape(stage.groups, kg, cg).transpose(0, 2, 1)
+    positions = h * w
+    tile = LOCAL_SIDE * LOCAL_OUTPUTS
+    defines = (
+        base
+        | _epilogue_defines(stage.activation, stage.has_bias)
+        | {
+            "N": n,
+            "C_IN": c,
+            "K": k,
+            "P": positions,
+            "GROUPS": stage.groups,
+            "CIN_PG": cg,
+            "KOUT_PG": kg,
+            "LS": LOCAL_SIDE,
+            "WPT": LOCAL_OUTPUTS,
+            "TC": LOCAL_CHANNELS,
+        }
+    )
+    global_size = (
+        math.ceil(positions / tile) * LOCAL_SIDE,
+        n * stage.groups * math.ceil(kg / tile) * LOCAL_SIDE,
+    )
+    return Launch(
+        stage,
+        "conv2d_pointwise_local.cl",
+        "conv2d_pointwise_local",
+        defines,
+        global_size,
+        np.ascontiguousarray(weight),
+        stage.bias,
+        local_size=(LOCAL_SIDE, LOCAL_SIDE),
     )
 
 
