@@ -45,7 +45,7 @@ START_TIMEOUT_S = 300.0
 # The acceptance target: the first request after a restart costs at most this many steady ones.
 TARGET_RATIO = 2.0
 # Variables that point a cache somewhere else or switch one off. They are removed from the
-# server's environment so every run starts from the empty folder; ``--env`` sets them again.
+# server's environment so that every run starts from the empty folder. ``--env`` sets them.
 CACHE_VARIABLES = ("POCL_CACHE_DIR", "POCL_KERNEL_CACHE", "PYOPENCL_NO_CACHE", "XDG_CACHE_HOME")
 
 
@@ -270,23 +270,23 @@ def median(values: list[float]) -> float:
 
 
 def describe_programs(samples: list[Sample]) -> str:
-    """Sum the program counters' changes over ``samples`` as ``disk 2, source 0``."""
-    changes = [sample.programs for sample in samples]
-    if any(change is None for change in changes):
-        return "n/a"
-    totals: dict[str, int] = {}
-    for change in changes:
-        for key, value in (change or {}).items():
-            totals[key] = totals.get(key, 0) + value
+    """Describe the programs each sample loaded or built, as ``disk 2, source 0``; restarts
+    that differ are separated by semicolons. ``n/a``: the server reports no counters."""
     labels = {"loaded_from_disk": "disk", "built_from_source": "source"}
-    return ", ".join(f"{labels[key]} {totals.get(key, 0)}" for key in labels)
+    texts: list[str] = []
+    for sample in samples:
+        if sample.programs is None:
+            return "n/a"
+        counts = sample.programs
+        texts.append(", ".join(f"{labels[key]} {counts.get(key, 0)}" for key in labels))
+    return "; ".join(dict.fromkeys(texts))
 
 
 def render(results: list[Result], args: argparse.Namespace, load: tuple[float, float]) -> str:
     lines = [
         "| device | shape | cold first wall (ms) | warm first wall (ms) | steady wall (ms) "
         "| warm / steady wall | cold / steady wall | warm first server (ms) "
-        "| steady server (ms) | warm / steady server | programs at warm first |",
+        "| steady server (ms) | warm / steady server | programs per warm first |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for result in results:
