@@ -288,7 +288,7 @@ def _open_binary_store(cache_dir: str | None) -> BinaryStore | None:
     must run before that call. A ``POCL_CACHE_DIR`` set by the user is left unchanged.
     """
     if cache_dir is None:
-        logger.info("program binary cache off (CLCONV_CACHE_DIR=off)")
+        logger.info("program binary cache off: each process compiles its programs from source")
         return None
     folder = Path(cache_dir)
     store = BinaryStore.open(folder / "programs")
