@@ -59,17 +59,22 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/* /var/cache/apt/*
 
 # --no-log-init keeps useradd from writing a sparse lastlog entry sized by the high uid.
+# /var/cache/clconv is a mount point for a volume that keeps compiled programs across container
+# restarts (CLCONV_CACHE_DIR, as docker-compose.yml sets it). Docker gives a new named volume
+# the owner and mode of this folder, so uid 10001 can write there.
 RUN groupadd --gid 10001 clconv \
     && useradd --no-log-init --uid 10001 --gid clconv --home-dir /home/clconv --create-home \
-        --shell /usr/sbin/nologin clconv
+        --shell /usr/sbin/nologin clconv \
+    && install --directory --owner=10001 --group=10001 --mode=0700 /var/cache/clconv
 
 COPY --from=build /opt/clconv /opt/clconv
 
 # CLCONV_HOST and CLCONV_PORT are read by entrypoint.sh and healthcheck.py, not by clconv itself.
 # The server binds all interfaces so the container's published port reaches it, and it logs a
-# warning for that (clconv has no authentication). The process writes only under /tmp: the ICD
-# vendors folder that clconv makes at start-up, and the kernel caches of PyOpenCL (through
-# pytools) and PoCL, which follow XDG_CACHE_HOME. So a read-only root needs only /tmp writable.
+# warning for that (clconv has no authentication). By default the process writes only under
+# /tmp: the ICD vendors folder that clconv makes at start-up, clconv's program binaries and the
+# kernel caches of PyOpenCL (through pytools) and PoCL, which follow XDG_CACHE_HOME. So a
+# read-only root needs only /tmp writable, unless CLCONV_CACHE_DIR names another folder.
 ENV PATH=/opt/clconv/venv/bin:${PATH} \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \

@@ -268,6 +268,19 @@ def test_compose_clconv_configuration() -> None:
     assert body_limit == f"${{CLCONV_MAX_BODY_BYTES:-{defaults.max_body_bytes}}}"
 
 
+def test_compose_program_cache_volume() -> None:
+    compose = _compose()
+    assert "clconv-cache" in compose["volumes"]
+    for name in ("clconv", "clconv-gpu", "clconv-replica"):
+        service = compose["services"][name]
+        assert "clconv-cache:/var/cache/clconv" in service["volumes"], name
+        cache_dir = service["environment"]["CLCONV_CACHE_DIR"]
+        assert cache_dir == "${CLCONV_CACHE_DIR:-/var/cache/clconv}", name
+    # The image creates the mount point owned by the server's uid, which a new volume inherits.
+    assert f"--owner={IMAGE_UID}" in DOCKERFILE.read_text()
+    assert "/var/cache/clconv" in DOCKERFILE.read_text()
+
+
 def test_compose_gpu_profile_reserves_nvidia() -> None:
     gpu = _compose()["services"]["clconv-gpu"]
     assert gpu["profiles"] == ["gpu"]

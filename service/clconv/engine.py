@@ -46,7 +46,7 @@ class Engine:
 
     def start(self) -> None:
         """Discover devices and choose the default; raises if ``CLCONV_DEVICE`` is unknown."""
-        self._registry = discover_devices(self.settings.device)
+        self._registry = discover_devices(self.settings.device, self.settings.cache_dir)
         if not self._registry.devices:
             logger.error("no usable OpenCL device; every convolution request will fail")
 
@@ -91,10 +91,14 @@ class Engine:
                 except ClconvError as error:
                     logger.error("warm-up %s on %s failed: %s", op, device.id, error.message)
         self._warmed_up.set()
+        counts = [device.programs.counts() for device in self.registry.devices]
         logger.info(
-            "warm-up built the common kernels on %d devices in %.2f s",
+            "warm-up built the common kernels on %d devices in %.2f s: %d programs loaded from "
+            "disk, %d built from source",
             len(self.registry.devices),
             time.perf_counter() - started,
+            sum(count["loaded_from_disk"] for count in counts),
+            sum(count["built_from_source"] for count in counts),
         )
 
     @property

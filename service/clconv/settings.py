@@ -5,9 +5,12 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 MIB = 1024 * 1024
 LOG_FORMATS = ("text", "json")
+# Values of CLCONV_CACHE_DIR that switch the on-disk program cache off.
+CACHE_OFF_VALUES = ("off", "0", "false", "no", "none")
 
 
 @dataclass(frozen=True)
@@ -16,6 +19,9 @@ class Settings:
 
     Sizes are in bytes. ``device`` is a device id from ``GET /v1/devices`` (``intel:0``) or
     ``None`` for the automatic choice (GPU, then accelerator, then the fastest CPU runtime).
+    ``cache_dir`` is the folder of compiled program binaries kept across restarts, or ``None``
+    for no such cache: the default here, so that code building ``Settings()`` itself (the
+    benchmarks) measures real builds. ``from_env`` defaults it to ``default_cache_dir()``.
     """
 
     host: str = "127.0.0.1"
@@ -35,6 +41,7 @@ class Settings:
     api_keys: tuple[str, ...] = ()
     max_device_failures: int = 3
     warmup: bool = True
+    cache_dir: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -75,7 +82,25 @@ class Settings:
                 env, "CLCONV_MAX_DEVICE_FAILURES", defaults.max_device_failures
             ),
             warmup=_read_flag(env, "CLCONV_WARMUP", defaults.warmup),
+            cache_dir=_read_cache_dir(env),
         )
+
+
+def default_cache_dir(env: Mapping[str, str]) -> str:
+    """Return ``$XDG_CACHE_HOME/clconv``, or ``~/.cache/clconv`` when that variable is unset
+    or relative (the XDG base directory specification ignores relative paths)."""
+    xdg = env.get("XDG_CACHE_HOME", "")
+    base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".cache"
+    return str(base / "clconv")
+
+
+def _read_cache_dir(env: Mapping[str, str]) -> str | None:
+    raw = env.get("CLCONV_CACHE_DIR", "").strip()
+    if raw.lower() in CACHE_OFF_VALUES:
+        return None
+    if raw == "":
+        return default_cache_dir(env)
+    return str(Path(raw).expanduser())
 
 
 def _read_int(env: Mapping[str, str], name: str, default: int) -> int:

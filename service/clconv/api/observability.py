@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 from clconv.engine import Engine
 
@@ -134,6 +137,7 @@ class Metrics:
             "1 while the server is ready for traffic (as /readyz reports)",
             registry=registry,
         )
+        registry.register(ProgramCollector(engine))
 
     def observe(
         self,
@@ -167,6 +171,35 @@ class Metrics:
         self.inflight_bytes.set(engine.admission.inflight_bytes)
         self.ready.set(1 if engine.serving else 0)
         return generate_latest(self.registry)
+
+
+class ProgramCollector(Collector):
+    """Program counters of every device's ``ProgramCache``, read when ``/metrics`` is scraped."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        programs = CounterMetricFamily(
+            "clconv_programs",
+            "OpenCL programs built in this process, by device and origin: source (compiled) "
+            "or disk (a binary from CLCONV_CACHE_DIR)",
+            labels=["device", "origin"],
+        )
+        rejected = CounterMetricFamily(
+            "clconv_program_binaries_rejected",
+            "Stored program binaries that were invalid or rejected by the runtime, so the "
+            "program was compiled from source instead",
+            labels=["device"],
+        )
+        if self.engine.started:
+            for device in self.engine.registry.devices:
+                counts = device.programs.counts()
+                programs.add_metric([device.id, "source"], counts["built_from_source"])
+                programs.add_metric([device.id, "disk"], counts["loaded_from_disk"])
+                rejected.add_metric([device.id], counts["rejected_from_disk"])
+        yield programs
+        yield rejected
 
 
 class JsonFormatter(logging.Formatter):

@@ -9,11 +9,13 @@ CPU 'generic'``). Such devices are skipped with the reason logged.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import threading
 import time
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,7 +23,7 @@ import pyopencl as cl
 
 from clconv.errors import DeviceUnavailableError, UnknownDeviceError, UnsupportedOnDeviceError
 from clconv.runtime.icd import configure_icd_loader
-from clconv.runtime.programs import ProgramCache
+from clconv.runtime.programs import BinaryStore, ProgramCache
 
 logger = logging.getLogger("clconv.runtime")
 
@@ -152,6 +154,7 @@ class Device:
             "default": self.is_default,
             "healthy": self.healthy,
             "disabled_reason": self.disabled_reason,
+            "programs": self.programs.counts(),
         }
 
 
@@ -208,14 +211,16 @@ def _default_rank(device: Device) -> tuple[bool, int, int, str]:
     return (device.is_simulator, type_rank, runtime_rank, device.id)
 
 
-def discover_devices(preferred: str | None = None) -> DeviceRegistry:
+def discover_devices(preferred: str | None = None, cache_dir: str | None = None) -> DeviceRegistry:
     """Find every OpenCL platform and device, probe each, and choose the default.
 
     ``preferred`` (the ``CLCONV_DEVICE`` setting) names the default device by id; an unknown id
     raises ``UnknownDeviceError``. Otherwise the default is a GPU, then an accelerator, then the
-    fastest CPU runtime.
+    fastest CPU runtime. ``cache_dir`` (the ``CLCONV_CACHE_DIR`` setting) is where program
+    binaries are kept across restarts; ``None`` keeps them in memory only.
     """
     configure_icd_loader()
+    store = _open_binary_store(cache_dir)
     started = time.perf_counter()
     devices: list[Device] = []
     skipped: list[dict[str, str]] = []
@@ -253,9 +258,8 @@ def discover_devices(preferred: str | None = None) -> DeviceRegistry:
                 logger.warning("skipping device %s: probe kernel failed: %s", label, reason)
                 continue
             used_ids.add(device_id)
-            device = Device(
-                device_id, cl_device, platform, context, queue, ProgramCache(context, cl_device)
-            )
+            programs = ProgramCache(context, cl_device, store)
+            device = Device(device_id, cl_device, platform, context, queue, programs)
             devices.append(device)
             logger.info(
                 "found device %s: %s (%s, %s, driver %s)",
@@ -275,6 +279,39 @@ def discover_devices(preferred: str | None = None) -> DeviceRegistry:
         default_id,
     )
     return DeviceRegistry(devices, default_id, skipped)
+
+
+def _open_binary_store(cache_dir: str | None) -> BinaryStore | None:
+    """Open clconv's program binary store and point PoCL's kernel cache into the same folder.
+
+    PoCL reads ``POCL_CACHE_DIR`` when the first OpenCL call of the process loads it, so this
+    must run before that call. A ``POCL_CACHE_DIR`` set by the user is left unchanged.
+    """
+    if cache_dir is None:
+        logger.info("program binary cache off: each process compiles its programs from source")
+        return None
+    folder = Path(cache_dir)
+    store = BinaryStore.open(folder / "programs")
+    if store is None:
+        return None
+    if os.environ.get("POCL_CACHE_DIR"):
+        pocl_cache = os.environ["POCL_CACHE_DIR"]
+    else:
+        # PoCL's kernel cache stores each built program and the work-group function compiled
+        # at a kernel's first launch with each local size. A restart on this folder skips both.
+        pocl_cache = str(folder / "pocl")
+        os.environ["POCL_CACHE_DIR"] = pocl_cache
+    pocl_note = ""
+    if os.environ.get("POCL_KERNEL_CACHE", "").strip() == "0":
+        pocl_note = " (off: POCL_KERNEL_CACHE=0)"
+    logger.info(
+        "program binary cache %s contains %d binaries; PoCL kernel cache %s%s",
+        store.folder,
+        store.file_count(),
+        pocl_cache,
+        pocl_note,
+    )
+    return store
 
 
 def _choose_default(devices: list[Device], preferred: str | None) -> str | None:
