@@ -145,6 +145,37 @@ def summarize(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return summary
 
 
+# The issue's targets on the fastest CPU OpenCL device, over the base suite: geometric mean of
+# the ratios, the lowest row, and rows that must reach 1.0.
+TARGET_GEOMEAN = 0.8
+TARGET_ROW_FLOOR = 0.5
+TARGET_ROWS = {"resnet50_3x3": 1.0, "mobilenetv2_depthwise": 1.0}
+
+
+def acceptance(document: dict[str, Any], device_id: str) -> list[tuple[str, float, float, bool]]:
+    """(check, measured, target, met) per target on ``device_id``. Each ratio is the lower of
+    the median ratio and the best-run ratio, so neither a slow PyTorch median under load nor
+    one lucky run passes a target."""
+    base = [row for row in derive_rows(document, device_id) if row["case"]["group"] == "base"]
+    if not base:
+        return []
+
+    def low(row: dict[str, Any]) -> float:
+        return float(min(row["ratio"], row["best_ratio"]))
+
+    geomean = geometric_mean([low(row) for row in base])
+    lowest = min(base, key=low)
+    checks = [
+        (f"geometric mean over {len(base)} base shapes", geomean, TARGET_GEOMEAN),
+        (f"lowest row ({lowest['case']['name']})", low(lowest), TARGET_ROW_FLOOR),
+    ]
+    for row in base:
+        target = TARGET_ROWS.get(row["case"]["name"])
+        if target is not None:
+            checks.append((row["case"]["name"], low(row), target))
+    return [(name, value, target, value >= target) for name, value, target in checks]
+
+
 def write(document: dict[str, Any], out: Path) -> None:
     """Write results.json, ratios.png and README.md into ``out``."""
     out.mkdir(parents=True, exist_ok=True)
@@ -371,6 +402,20 @@ def _summary_lines(document: dict[str, Any]) -> list[str]:
             f"{summary['total_build_ms']:.0f} | {summary['total_torch_ms']:.0f} |"
         )
     lines += ["", "![PyTorch time / clconv kernel time per shape](ratios.png)", ""]
+    lines += [
+        "### Targets",
+        "",
+        "Each ratio here is the lower of the median ratio and the best-run ratio.",
+        "",
+        "| device | check | ratio | target | met |",
+        "|---|---|--:|--:|---|",
+    ]
+    for device_id in document["summary"]:
+        for name, value, target, met in acceptance(document, device_id):
+            lines.append(
+                f"| `{device_id}` | {name} | {value:.2f} | {target:g} | {'yes' if met else 'no'} |"
+            )
+    lines.append("")
     return lines
 
 
