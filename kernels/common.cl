@@ -60,6 +60,37 @@ inline real epilogue(real acc, __global const real* bias, int channel) {
     return activate(acc);
 }
 
+// epilogue() applied to every lane of a real4 or real8: epilogue_real4, epilogue_real8. The
+// comparisons are the same as activate()'s, so NaN propagates the same way.
+#define DEFINE_EPILOGUE_VECTOR(T)                                                          \
+    inline T epilogue_##T(T acc, __global const real* bias, int channel) {                 \
+        EPILOGUE_VECTOR_BIAS(T)                                                            \
+        return ACTIVATE_VECTOR(T, acc);                                                    \
+    }
+#if HAS_BIAS
+#define EPILOGUE_VECTOR_BIAS(T) acc += (T)(bias[channel]);
+#else
+#define EPILOGUE_VECTOR_BIAS(T)
+#endif
+#if ACTIVATION == 1
+#define ACTIVATE_VECTOR(T, x) select(x, (T)(0), x < (T)(0))
+#elif ACTIVATION == 2
+#define ACTIVATE_VECTOR(T, x) select(select(x, (T)(6), x > (T)(6)), (T)(0), x < (T)(0))
+#elif ACTIVATION == 3
+#define ACTIVATE_VECTOR(T, x) select(x, x * (T)(NEGATIVE_SLOPE), x < (T)(0))
+#elif ACTIVATION == 4
+#define ACTIVATE_VECTOR(T, x) ((T)(1) / ((T)(1) + exp(-x)))
+#elif ACTIVATION == 5
+#define ACTIVATE_VECTOR(T, x) tanh(x)
+#else
+#define ACTIVATE_VECTOR(T, x) (x)
+#endif
+DEFINE_EPILOGUE_VECTOR(real4)
+DEFINE_EPILOGUE_VECTOR(real8)
+// epilogue_vector for a type chosen by a macro: CONCAT_EPILOGUE(realv) -> epilogue_real8.
+#define CONCAT_EPILOGUE_(T) epilogue_##T
+#define CONCAT_EPILOGUE(T) CONCAT_EPILOGUE_(T)
+
 // Input channel read by local channel ic of group g. With CHANNEL_MAP_KG and CHANNEL_MAP_CG set,
 // channels are reordered for the second pass of a factored rank-1 convolution, whose group
 // g = (output group) * KG + j reads the intermediate channel (input channel) * KG + j.

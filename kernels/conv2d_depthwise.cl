@@ -78,26 +78,7 @@ inline realv load_edge(__global const real* in, long row_start, int ix) {
     return VLOAD(values);
 }
 
-// epilogue() of common.cl applied to every lane: bias, then the activation, with the same
-// comparisons so that NaN propagates the same way.
-inline realv epilogue_vector(realv acc, __global const real* bias, int channel) {
-#if HAS_BIAS
-    acc += (realv)(bias[channel]);
-#endif
-#if ACTIVATION == 1
-    return select(acc, (realv)(0), acc < (realv)(0));
-#elif ACTIVATION == 2
-    return select(select(acc, (realv)(6), acc > (realv)(6)), (realv)(0), acc < (realv)(0));
-#elif ACTIVATION == 3
-    return select(acc, acc * (realv)(NEGATIVE_SLOPE), acc < (realv)(0));
-#elif ACTIVATION == 4
-    return (realv)(1) / ((realv)(1) + exp(-acc));
-#elif ACTIVATION == 5
-    return tanh(acc);
-#else
-    return acc;
-#endif
-}
+#define epilogue_vector CONCAT_EPILOGUE(realv)
 
 __kernel void conv2d_depthwise(__global const real* restrict in,
                                __global const real* restrict w,

@@ -51,12 +51,14 @@ __kernel void conv2d_pointwise(__global const real* restrict in,
         const int k = g * KOUT_PG + k_local;
         __global real* dst = out + ((long)n * K + k) * P;
         for (int v = 0; v < PV; ++v) {
+            const int p = p0 + 8 * v;
+            if (p + 8 <= P) {
+                vstore8(epilogue_real8(acc[o][v], bias, k), 0, dst + p);
+                continue;
+            }
             real values[8];
             vstore8(acc[o][v], 0, values);
-            for (int j = 0; j < 8; ++j) {
-                const int p = p0 + 8 * v + j;
-                if (p < P) dst[p] = epilogue(values[j], bias, k);
-            }
+            for (int j = 0; p + j < P && j < 8; ++j) dst[p + j] = epilogue(values[j], bias, k);
         }
     }
 }
