@@ -157,7 +157,7 @@ class Engine:
         it."""
         device = self.registry.get(plan.device_id)
         device.check_dtype(plan.dtype)
-        select_algorithms(plan, self.selector.chooser(device))
+        select_algorithms(plan, self.selector.chooser(device, plan.dtype))
         return device
 
 
@@ -206,6 +206,7 @@ def _response(plan: RequestPlan, execution: Execution) -> dict[str, Any]:
         "output": encode_tensor(execution.output, plan.output_encoding),
         "device": _device_ref(execution.device),
         "algorithm": summary["algorithm"],
+        "algorithm_source": summary["algorithm_source"],
         "macs": summary["macs"],
         "flops": summary["flops"],
         "params": summary["params"],

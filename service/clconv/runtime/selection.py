@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 
 from clconv.core.algorithms import rule_choice
-from clconv.core.planner import Chooser
+from clconv.core.planner import Choice, Chooser
 from clconv.core.stages import ConvStage
 from clconv.runtime.devices import Device
 
@@ -24,11 +24,12 @@ def device_profile(device: Device) -> str:
 class Selector:
     """Chooses conv2d algorithms per device."""
 
-    def chooser(self, device: Device) -> Chooser:
-        """A function that picks the algorithm of a stage that will run on ``device``."""
+    def chooser(self, device: Device, dtype: str) -> Chooser:
+        """A function that picks the algorithm of a stage that will run on ``device`` in
+        ``dtype``, and names where the choice came from."""
         profile = device_profile(device)
 
-        def choose(stage: ConvStage) -> str:
-            return rule_choice(stage, profile)
+        def choose(stage: ConvStage) -> Choice:
+            return Choice(rule_choice(stage, profile), "rule")
 
         return choose
