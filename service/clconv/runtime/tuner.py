@@ -319,6 +319,7 @@ class LazyTuner:
                     )
                 return
             self._seen.add(key)
+            logger.info("queued lazy tuning on %s of %s", device.id, key[1])
             # Keep only the shapes: the request's weights may be large and are not needed.
             light = replace(stage, weight=None, bias=None)
             self._queue.put(_Job(device, light, dtype, profile))
@@ -327,7 +328,6 @@ class LazyTuner:
                     target=self._run, name="clconv-lazy-tuner", daemon=True
                 )
                 self._thread.start()
-        logger.info("queued lazy tuning on %s of %s", device.id, key[1])
 
     def stop(self, timeout_s: float = 5.0) -> None:
         """Stop between launches and wait up to ``timeout_s`` for the thread to end."""
