@@ -5,9 +5,13 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 MIB = 1024 * 1024
 LOG_FORMATS = ("text", "json")
+TUNE_MODES = ("off", "lazy")
+# CLCONV_TUNING_DIR values that switch the tuning database off.
+TUNING_OFF_VALUES = ("off", "none", "0", "false", "no")
 
 
 @dataclass(frozen=True)
@@ -16,6 +20,9 @@ class Settings:
 
     Sizes are in bytes. ``device`` is a device id from ``GET /v1/devices`` (``intel:0``) or
     ``None`` for the automatic choice (GPU, then accelerator, then the fastest CPU runtime).
+    ``tuning_dir`` is the tuning database's folder, ``None`` for no database; ``from_env``
+    defaults it to the user's cache folder, while ``Settings()`` leaves it off so that tests
+    and embedded engines write nothing.
     """
 
     host: str = "127.0.0.1"
@@ -35,6 +42,9 @@ class Settings:
     api_keys: tuple[str, ...] = ()
     max_device_failures: int = 3
     warmup: bool = True
+    tuning_dir: Path | None = None
+    tune: str = "off"
+    tune_budget_s: float = 10.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -49,6 +59,9 @@ class Settings:
                 f"CLCONV_LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}, got {log_format!r}"
             )
         keys = tuple(key.strip() for key in env.get("CLCONV_API_KEYS", "").split(","))
+        tune = env.get("CLCONV_TUNE", defaults.tune).strip().lower() or defaults.tune
+        if tune not in TUNE_MODES:
+            raise ValueError(f"CLCONV_TUNE must be one of {', '.join(TUNE_MODES)}, got {tune!r}")
         return cls(
             device=env.get("CLCONV_DEVICE") or None,
             max_body_bytes=_read_int(env, "CLCONV_MAX_BODY_BYTES", defaults.max_body_bytes),
@@ -75,7 +88,23 @@ class Settings:
                 env, "CLCONV_MAX_DEVICE_FAILURES", defaults.max_device_failures
             ),
             warmup=_read_flag(env, "CLCONV_WARMUP", defaults.warmup),
+            tuning_dir=read_tuning_dir(env),
+            tune=tune,
+            tune_budget_s=_read_seconds(env, "CLCONV_TUNE_BUDGET_S", defaults.tune_budget_s),
         )
+
+
+def read_tuning_dir(env: Mapping[str, str]) -> Path | None:
+    """The folder ``CLCONV_TUNING_DIR`` names; unset or empty means
+    ``$XDG_CACHE_HOME/clconv/tuning`` (else ``~/.cache/clconv/tuning``), and ``off`` means no
+    tuning database."""
+    raw = env.get("CLCONV_TUNING_DIR", "").strip()
+    if raw.lower() in TUNING_OFF_VALUES:
+        return None
+    if raw:
+        return Path(raw).expanduser()
+    cache = env.get("XDG_CACHE_HOME") or str(Path(env.get("HOME") or Path.home()) / ".cache")
+    return Path(cache) / "clconv" / "tuning"
 
 
 def _read_int(env: Mapping[str, str], name: str, default: int) -> int:
