@@ -167,7 +167,7 @@ class Engine:
 
 
 def _selector(settings: Settings) -> Selector:
-    """The selector with the tuning database and lazy tuner that ``settings`` ask for."""
+    """Create the selector with the tuning database and lazy tuner that ``settings`` request."""
     if settings.tuning_dir is None:
         if settings.tune == "lazy":
             logger.warning(

@@ -1,6 +1,6 @@
 """Per-device algorithm selection for conv2d stages.
 
-The selector answers "which algorithm computes this stage on this device", in this order: the
+The selector decides which algorithm computes a stage on a device, in this order: the
 algorithm the request named (set by ``select_algorithms`` before the selector is asked), the
 winner stored in the tuning database for the stage's shape class along its fallback chain
 (``tuned``, ``tuned-architecture``, ``vendor-default``; see ``clconv.runtime.tuning``), else the
@@ -40,7 +40,7 @@ class Selector:
         self.tuner = tuner
 
     def chooser(self, device: Device, dtype: str) -> Chooser:
-        """A function that picks the algorithm of a stage that will run on ``device`` in
+        """Return a function that picks the algorithm of a stage that will run on ``device`` in
         ``dtype``, and names where the choice came from."""
         profile = device_profile(device)
         database = self.database

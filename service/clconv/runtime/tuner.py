@@ -1,8 +1,8 @@
 """Tuning passes: time every applicable conv2d algorithm of a stage on a device, keep the fastest.
 
-A pass builds each candidate's kernels, uploads random data of the stage's shape once, runs a
-few warm-up launches and then times several launches by their OpenCL profiling events; the
-candidate's time is the median. A candidate that needs a zero-padding stage in front (the
+A pass builds each candidate's kernels and uploads random data of the stage's shape once. It
+runs a few warm-up launches, then times several launches by their OpenCL profiling events, and
+the candidate's time is the median. A candidate that needs a zero-padding stage in front (the
 output-channel-vector direct kernel) is timed with that stage, as a request would run it. Each
 launch takes the device's lock on its own, as a request does, so a pass running beside a server
 delays a request by at most one launch.
@@ -41,7 +41,8 @@ logger = logging.getLogger("clconv.tuning")
 
 WARMUP_LAUNCHES = 2
 TIMED_LAUNCHES = 5
-# Shape classes the lazy tuner holds at most; more are dropped (and retried by a later request).
+# Maximum shape classes waiting for the lazy tuner. Further ones are dropped, and a later
+# request of a dropped class queues it again.
 MAX_PENDING = 64
 # How long the lazy tuner waits for the device's lock before it checks for shutdown again.
 LOCK_POLL_S = 0.1
@@ -51,7 +52,7 @@ LOCK_POLL_S = 0.1
 class Measurement:
     """The outcome of one tuning pass over a stage's candidates.
 
-    ``timings_ms`` holds the median kernel time of every candidate measured, including any
+    ``timings_ms`` contains the median kernel time of every candidate measured, including any
     padding stage it needs; ``failed`` the reason of every candidate that could not be built or
     run; ``unmeasured`` the candidates left when the budget ran out.
     """
@@ -79,7 +80,7 @@ class Measurement:
         return self.timings_ms[self.rule] / self.timings_ms[winner]
 
     def entry(self, stage: ConvStage, budget_s: float) -> dict[str, Any]:
-        """The database entry of this measurement; only valid when there is a winner."""
+        """Build the database entry of this measurement; only valid when there is a winner."""
         return {
             "shape_class": {
                 **{name: getattr(self.shape, name) for name in self.shape.__dataclass_fields__}
@@ -109,8 +110,8 @@ class BudgetExhausted(Exception):
 
 
 def candidate_order(stage: ConvStage, rule: str) -> list[str]:
-    """The applicable algorithms with the rule's choice first, so that a pass cut short by its
-    budget has measured the baseline."""
+    """List the applicable algorithms with the rule's choice first, so that a pass cut short by
+    its budget has measured the baseline."""
     names = applicable(stage)
     return [rule, *(name for name in names if name != rule)] if rule in names else names
 
@@ -127,7 +128,7 @@ def measure_stage(
 ) -> Measurement:
     """Time every algorithm applicable to ``stage`` on ``device`` within ``budget_s`` seconds.
 
-    Kernel builds count against the budget. Once it runs out the pass stops; the candidate in
+    Kernel builds count against the budget. Once it runs out the pass stops. The candidate in
     progress keeps the median of the launches it completed, if any, and the rest are listed in
     ``unmeasured``. A candidate whose build or launch fails, or that needs more than
     ``max_device_bytes`` of device memory, is logged and listed in ``failed``.
@@ -184,7 +185,7 @@ def _single_stage_plan(
     weight: npt.NDArray[Any],
     bias: npt.NDArray[Any] | None,
 ) -> RequestPlan:
-    """A plan of ``stage`` alone with random data, computed by ``algorithm``."""
+    """Build a plan of ``stage`` alone with random data, computed by ``algorithm``."""
     candidate = replace(stage, weight=weight, bias=bias, requested_algorithm=algorithm)
     op = OpPlan(
         "conv2d", "", [candidate], 0, stage.in_shape, stage.out_shape, (1.0, 1.0), (1.0, 1.0)

@@ -44,12 +44,12 @@ LEVEL_EXACT = "tuned"
 LEVEL_ARCHITECTURE = "tuned-architecture"
 LEVEL_VENDOR = "vendor-default"
 LEVELS = (LEVEL_EXACT, LEVEL_ARCHITECTURE, LEVEL_VENDOR)
-# A lookup relists the folder at most this often, so a request costs no file system calls.
+# A lookup relists the folder at most this often, so most lookups make no file system calls.
 RELOAD_INTERVAL_S = 1.0
 
 
 def power_of_two_bucket(value: int) -> int:
-    """The smallest power of two >= ``value`` (1 for 0 and 1): 3 -> 4, 64 -> 64, 65 -> 128."""
+    """Round ``value`` up to a power of two (0 and 1 give 1): 3 -> 4, 64 -> 64, 65 -> 128."""
     return 1 << (max(value, 1) - 1).bit_length()
 
 
@@ -57,9 +57,9 @@ def power_of_two_bucket(value: int) -> int:
 class ShapeClass:
     """The features of a conv2d stage that decide its fastest algorithm.
 
-    Channel counts per group, the output size and the batch are bucketed to powers of two, so
-    that nearby shapes share a measurement; kernel size, stride, dilation, the kind of grouping,
-    the dtype and whether the stage pads are exact.
+    Channel counts per group, the output size and the batch are rounded up to powers of two, so
+    that nearby shapes share a measurement. Kernel size, stride, dilation, the kind of
+    grouping, the dtype and whether the stage pads are kept exactly.
     """
 
     kernel: tuple[int, int]
@@ -114,7 +114,7 @@ def shape_class(stage: ConvStage, dtype: str) -> ShapeClass:
 
 @dataclass(frozen=True)
 class DeviceKey:
-    """What identifies a device across processes: ``Device.describe()``'s name, vendor,
+    """The identity of a device across processes: ``Device.describe()``'s name, vendor,
     platform version and driver version, plus the type for the vendor-default level."""
 
     name: str
@@ -193,8 +193,8 @@ class TuningDatabase:
         self._invalid: set[tuple[Path, int]] = set()
 
     def lookup(self, device: DeviceKey, key: str, applicable: list[str]) -> Found | None:
-        """The stored winner for shape class ``key`` on ``device`` along the fallback chain,
-        skipping winners not in ``applicable``; None when no level has one."""
+        """Find the stored winner for shape class ``key`` on ``device`` along the fallback
+        chain, skipping winners not in ``applicable``. Return None when no level has one."""
         self._refresh()
         with self._lock:
             files = list(self._files.items())
@@ -222,16 +222,14 @@ class TuningDatabase:
                 return Found(winner, level, path)
         return None
 
-    def has_exact(self, device: DeviceKey, key: str) -> bool:
-        """Whether this exact device and driver has an entry for ``key``, applicable or not."""
-        self._refresh()
-        with self._lock:
-            stored = self._files.get(self.folder / device.file_name())
-            return stored is not None and key in stored.entries
-
     def record(self, device: DeviceKey, key: str, entry: dict[str, Any]) -> Path:
         """Store ``entry`` for shape class ``key`` in ``device``'s file and write the file
-        atomically; return its path. Entries other processes wrote meanwhile are kept."""
+        atomically; return its path. The file is reread first, so entries that other
+        processes wrote meanwhile are kept.
+
+        NOTE: there is no file lock, so when two processes write one device's file at the same
+        moment, the entry of the first can be lost.
+        """
         path = self.folder / device.file_name()
         with self._lock:
             self.folder.mkdir(parents=True, exist_ok=True)
@@ -248,7 +246,7 @@ class TuningDatabase:
         return path
 
     def entries(self, device: DeviceKey) -> dict[str, dict[str, Any]]:
-        """Every entry stored for this exact device."""
+        """Return a copy of every entry stored for this exact device."""
         self._refresh(force=True)
         with self._lock:
             stored = self._files.get(self.folder / device.file_name())
