@@ -95,16 +95,21 @@ class Settings:
 
 
 def read_tuning_dir(env: Mapping[str, str]) -> Path | None:
-    """The folder ``CLCONV_TUNING_DIR`` names; unset or empty means
+    """Return the folder ``CLCONV_TUNING_DIR`` names. Unset or empty means
     ``$XDG_CACHE_HOME/clconv/tuning`` (else ``~/.cache/clconv/tuning``), and ``off`` means no
-    tuning database."""
+    tuning database. Without ``XDG_CACHE_HOME`` and a home folder the database is off too."""
     raw = env.get("CLCONV_TUNING_DIR", "").strip()
     if raw.lower() in TUNING_OFF_VALUES:
         return None
     if raw:
         return Path(raw).expanduser()
-    cache = env.get("XDG_CACHE_HOME") or str(Path(env.get("HOME") or Path.home()) / ".cache")
-    return Path(cache) / "clconv" / "tuning"
+    if env.get("XDG_CACHE_HOME"):
+        return Path(env["XDG_CACHE_HOME"]) / "clconv" / "tuning"
+    try:
+        home = Path(env["HOME"]) if env.get("HOME") else Path.home()
+    except RuntimeError:
+        return None
+    return home / ".cache" / "clconv" / "tuning"
 
 
 def _read_int(env: Mapping[str, str], name: str, default: int) -> int:
