@@ -53,6 +53,9 @@ def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     log_path = tmp_path_factory.mktemp("server") / "server.log"
     env = dict(os.environ)
     env.pop("CLCONV_DEVICE", None)
+    # A tuning database in the user's cache would change the algorithms the tests expect.
+    env["CLCONV_TUNING_DIR"] = "off"
+    env.pop("CLCONV_TUNE", None)
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
             [sys.executable, "-m", "clconv", "serve", "--host", "127.0.0.1", "--port", str(port)],

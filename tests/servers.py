@@ -53,6 +53,8 @@ def running_server(
     log_path = log_dir / f"server-{port}.log"
     full_env = {key: value for key, value in os.environ.items() if not key.startswith("CLCONV_")}
     full_env.setdefault("CLCONV_WARMUP", "0")
+    # A tuning database in the user's cache would change the algorithms the tests expect.
+    full_env.setdefault("CLCONV_TUNING_DIR", "off")
     full_env.update(env)
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(

@@ -1,4 +1,5 @@
-"""Command-line interface: ``clconv serve`` starts the HTTP server."""
+"""Command-line interface: ``clconv serve`` starts the HTTP server and ``clconv tune`` fills
+the tuning database; the client subcommands talk to a running server."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from types import FrameType
 
 from clconv import __version__
 from clconv.cli_client import CLIENT_COMMANDS, add_client_commands, run_client_command
+from clconv.cli_tune import add_tune_command, run_tune
 from clconv.settings import Settings
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
@@ -33,6 +35,7 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="DEBUG, INFO, WARNING or ERROR (overrides CLCONV_LOG_LEVEL; default INFO)",
     )
+    add_tune_command(commands)
     add_client_commands(commands)
     return parser
 
@@ -120,6 +123,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "serve":
         return serve(args)
+    if args.command == "tune":
+        return run_tune(args)
     if args.command in CLIENT_COMMANDS:
         return run_client_command(args)
     return 2

@@ -28,6 +28,8 @@ from clconv.limits import check_body_tensors, check_device_memory, device_budget
 from clconv.runtime.devices import Device, DeviceRegistry, discover_devices
 from clconv.runtime.executor import Execution, StartConditions, execute
 from clconv.runtime.selection import Selector
+from clconv.runtime.tuner import LazyTuner
+from clconv.runtime.tuning import TuningDatabase
 from clconv.settings import Settings
 
 logger = logging.getLogger("clconv.engine")
@@ -39,7 +41,7 @@ class Engine:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.admission = Admission(settings)
-        self.selector = Selector()
+        self.selector = _selector(settings)
         self._registry: DeviceRegistry | None = None
         self._warmed_up = threading.Event()
         self._stopping = threading.Event()
@@ -68,8 +70,11 @@ class Engine:
         return self._stopping.is_set()
 
     def begin_shutdown(self) -> None:
-        """Report not-ready from now on; requests already admitted still finish."""
+        """Report not-ready from now on and stop lazy tuning; requests already admitted still
+        finish."""
         self._stopping.set()
+        if self.selector.tuner is not None:
+            self.selector.tuner.stop()
 
     def warm_up(self) -> None:
         """Build the most common kernels on every device by running a tiny request of each
@@ -161,8 +166,35 @@ class Engine:
         it."""
         device = self.registry.get(plan.device_id)
         device.check_dtype(plan.dtype)
-        select_algorithms(plan, self.selector.chooser(device))
+        select_algorithms(plan, self.selector.chooser(device, plan.dtype))
         return device
+
+
+def _selector(settings: Settings) -> Selector:
+    """Create the selector with the tuning database and lazy tuner that ``settings`` request."""
+    if settings.tuning_dir is None:
+        if settings.tune == "lazy":
+            logger.warning(
+                "CLCONV_TUNE=lazy is ignored because CLCONV_TUNING_DIR switches the tuning "
+                "database off; algorithms come from the request or the rule"
+            )
+        else:
+            logger.info("tuning database off; algorithms come from the request or the rule")
+        return Selector()
+    database = TuningDatabase(settings.tuning_dir)
+    tuner = None
+    if settings.tune == "lazy":
+        tuner = LazyTuner(
+            database,
+            settings.tune_budget_s,
+            lambda device: device_budget_bytes(device, settings),
+        )
+    logger.info(
+        "tuning database %s; lazy tuning %s",
+        settings.tuning_dir,
+        f"on, {settings.tune_budget_s:g} s per shape class" if tuner is not None else "off",
+    )
+    return Selector(database, tuner)
 
 
 def _warm_up_bodies(device_id: str) -> list[tuple[str, dict[str, Any]]]:
@@ -210,6 +242,7 @@ def _response(plan: RequestPlan, execution: Execution) -> dict[str, Any]:
         "output": encode_tensor(execution.output, plan.output_encoding),
         "device": _device_ref(execution.device),
         "algorithm": summary["algorithm"],
+        "algorithm_source": summary["algorithm_source"],
         "macs": summary["macs"],
         "flops": summary["flops"],
         "params": summary["params"],

@@ -11,6 +11,9 @@ MIB = 1024 * 1024
 LOG_FORMATS = ("text", "json")
 # Values of CLCONV_CACHE_DIR that switch the on-disk program cache off.
 CACHE_OFF_VALUES = ("off", "0", "false", "no", "none")
+TUNE_MODES = ("off", "lazy")
+# CLCONV_TUNING_DIR values that switch the tuning database off.
+TUNING_OFF_VALUES = ("off", "none", "0", "false", "no")
 
 
 @dataclass(frozen=True)
@@ -22,6 +25,9 @@ class Settings:
     ``cache_dir`` is the folder of compiled program binaries kept across restarts, or ``None``
     for no such cache: the default here, so that code building ``Settings()`` itself (the
     benchmarks) measures real builds. ``from_env`` defaults it to ``default_cache_dir()``.
+    ``tuning_dir`` is the tuning database's folder, ``None`` for no database; ``from_env``
+    defaults it to the user's cache folder, while ``Settings()`` leaves it off so that tests
+    and embedded engines write nothing.
     """
 
     host: str = "127.0.0.1"
@@ -42,6 +48,9 @@ class Settings:
     max_device_failures: int = 3
     warmup: bool = True
     cache_dir: str | None = None
+    tuning_dir: Path | None = None
+    tune: str = "off"
+    tune_budget_s: float = 10.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -56,6 +65,9 @@ class Settings:
                 f"CLCONV_LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}, got {log_format!r}"
             )
         keys = tuple(key.strip() for key in env.get("CLCONV_API_KEYS", "").split(","))
+        tune = env.get("CLCONV_TUNE", defaults.tune).strip().lower() or defaults.tune
+        if tune not in TUNE_MODES:
+            raise ValueError(f"CLCONV_TUNE must be one of {', '.join(TUNE_MODES)}, got {tune!r}")
         return cls(
             device=env.get("CLCONV_DEVICE") or None,
             max_body_bytes=_read_int(env, "CLCONV_MAX_BODY_BYTES", defaults.max_body_bytes),
@@ -83,6 +95,9 @@ class Settings:
             ),
             warmup=_read_flag(env, "CLCONV_WARMUP", defaults.warmup),
             cache_dir=_read_cache_dir(env),
+            tuning_dir=read_tuning_dir(env),
+            tune=tune,
+            tune_budget_s=_read_seconds(env, "CLCONV_TUNE_BUDGET_S", defaults.tune_budget_s),
         )
 
 
@@ -101,6 +116,24 @@ def _read_cache_dir(env: Mapping[str, str]) -> str | None:
     if raw == "":
         return default_cache_dir(env)
     return str(Path(raw).expanduser())
+
+
+def read_tuning_dir(env: Mapping[str, str]) -> Path | None:
+    """Return the folder ``CLCONV_TUNING_DIR`` names. Unset or empty means
+    ``$XDG_CACHE_HOME/clconv/tuning`` (else ``~/.cache/clconv/tuning``), and ``off`` means no
+    tuning database. Without ``XDG_CACHE_HOME`` and a home folder the database is off too."""
+    raw = env.get("CLCONV_TUNING_DIR", "").strip()
+    if raw.lower() in TUNING_OFF_VALUES:
+        return None
+    if raw:
+        return Path(raw).expanduser()
+    if env.get("XDG_CACHE_HOME"):
+        return Path(env["XDG_CACHE_HOME"]) / "clconv" / "tuning"
+    try:
+        home = Path(env["HOME"]) if env.get("HOME") else Path.home()
+    except RuntimeError:
+        return None
+    return home / ".cache" / "clconv" / "tuning"
 
 
 def _read_int(env: Mapping[str, str], name: str, default: int) -> int:

@@ -57,8 +57,22 @@ class RequestPlan:
         return DTYPES[self.dtype].itemsize
 
 
+@dataclass(frozen=True)
+class Choice:
+    """A conv2d stage's algorithm and where the choice came from: "rule", or one of the
+    selector's sources such as "tuned" (see ``clconv.runtime.selection``)."""
+
+    algorithm: str
+    source: str
+
+
 # Picks the algorithm of one conv2d stage; the default is the device-independent rule.
-Chooser = Callable[[ConvStage], str]
+Chooser = Callable[[ConvStage], Choice]
+
+
+def choose_by_rule(stage: ConvStage) -> Choice:
+    """The rule's choice for a CPU, for planning before the device is known."""
+    return Choice(rule_choice(stage), "rule")
 
 
 def parse_request(
@@ -101,16 +115,24 @@ def parse_request(
         )
     plan = RequestPlan(op, tensor, ops, device_id, encoding)
     if select:
-        select_algorithms(plan, rule_choice)
+        select_algorithms(plan, choose_by_rule)
     return plan
 
 
 def select_algorithms(plan: RequestPlan, choose: Chooser) -> None:
-    """Set every conv2d stage's algorithm (the requested one, else ``choose``'s), then give the
-    stages whose kernel reads its input without bounds checks a padding stage in front."""
+    """Set every conv2d stage's algorithm and its source (the requested one, else ``choose``'s),
+    then give the stages whose kernel reads its input without bounds checks a padding stage in
+    front."""
     for stage in plan.stages:
-        if isinstance(stage, ConvStage):
-            stage.algorithm = stage.requested_algorithm or choose(stage)
+        if not isinstance(stage, ConvStage):
+            continue
+        if stage.requested_algorithm is not None:
+            stage.algorithm = stage.requested_algorithm
+            stage.algorithm_source = "request"
+        else:
+            choice = choose(stage)
+            stage.algorithm = choice.algorithm
+            stage.algorithm_source = choice.source
     _insert_explicit_padding(plan)
 
 
@@ -266,6 +288,7 @@ def summarize(plan: RequestPlan) -> dict[str, Any]:
         "bytes_moved": {"upload": uploaded, "download": downloaded},
         "device_bytes": device_bytes(plan),
         "algorithm": [stage.algorithm for stage in plan.stages],
+        "algorithm_source": _algorithm_sources(plan.stages),
         "steps": [
             {
                 "op": op.op,
@@ -273,10 +296,16 @@ def summarize(plan: RequestPlan) -> dict[str, Any]:
                 "macs": sum(stage.macs for stage in op.stages),
                 "params": op.params,
                 "algorithm": [stage.algorithm for stage in op.stages],
+                "algorithm_source": _algorithm_sources(op.stages),
             }
             for op in plan.ops
         ],
     }
+
+
+def _algorithm_sources(stages: list[Stage]) -> list[str | None]:
+    """Where each stage's algorithm came from; None for stages that have only one algorithm."""
+    return [stage.algorithm_source if isinstance(stage, ConvStage) else None for stage in stages]
 
 
 def _chain_receptive_field(

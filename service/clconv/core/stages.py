@@ -79,6 +79,9 @@ class ConvStage:
     algorithm: str = field(default="conv2d_direct")
     # The algorithm the request named in its ``algorithm`` field; None lets the selector choose.
     requested_algorithm: str | None = None
+    # Where ``algorithm`` came from: "request", "rule", or a tuning database level (see
+    # ``clconv.runtime.selection``).
+    algorithm_source: str = "rule"
 
     kind = "conv2d"
 

@@ -1,19 +1,28 @@
 """Per-device algorithm selection for conv2d stages.
 
-The selector answers "which algorithm computes this stage on this device": the algorithm the
-request named, else the rule of ``clconv.core.algorithms.rule_choice`` for the device's profile.
+The selector decides which algorithm computes a stage on a device, in this order: the
+algorithm the request named (set by ``select_algorithms`` before the selector is asked), the
+winner stored in the tuning database for the stage's shape class along its fallback chain
+(``tuned``, ``tuned-architecture``, ``vendor-default``; see ``clconv.runtime.tuning``), else the
+rule of ``clconv.core.algorithms.rule_choice`` for the device's profile. With a lazy tuner, a
+shape class without an entry for this exact device is queued for tuning, and the request runs
+with the best choice available now.
 """
 
 from __future__ import annotations
 
 import logging
 
-from clconv.core.algorithms import rule_choice
-from clconv.core.planner import Chooser
+from clconv.core.algorithms import applicable, rule_choice
+from clconv.core.planner import Choice, Chooser
 from clconv.core.stages import ConvStage
 from clconv.runtime.devices import Device
+from clconv.runtime.tuner import LazyTuner
+from clconv.runtime.tuning import LEVEL_EXACT, DeviceKey, TuningDatabase, shape_class
 
 logger = logging.getLogger("clconv.selection")
+
+SOURCE_RULE = "rule"
 
 
 def device_profile(device: Device) -> str:
@@ -22,13 +31,37 @@ def device_profile(device: Device) -> str:
 
 
 class Selector:
-    """Chooses conv2d algorithms per device."""
+    """Chooses conv2d algorithms per device, from the tuning database when there is one."""
 
-    def chooser(self, device: Device) -> Chooser:
-        """A function that picks the algorithm of a stage that will run on ``device``."""
+    def __init__(
+        self, database: TuningDatabase | None = None, tuner: LazyTuner | None = None
+    ) -> None:
+        self.database = database
+        self.tuner = tuner
+
+    def chooser(self, device: Device, dtype: str) -> Chooser:
+        """Return a function that picks the algorithm of a stage that will run on ``device`` in
+        ``dtype``, and names where the choice came from."""
         profile = device_profile(device)
+        database = self.database
+        if database is None:
 
-        def choose(stage: ConvStage) -> str:
-            return rule_choice(stage, profile)
+            def choose_by_rule(stage: ConvStage) -> Choice:
+                return Choice(rule_choice(stage, profile), SOURCE_RULE)
+
+            return choose_by_rule
+
+        key = DeviceKey.of(device)
+        # The simulator is far too slow to time kernels on; it still reads the database.
+        tuner = None if device.is_simulator else self.tuner
+
+        def choose(stage: ConvStage) -> Choice:
+            shape = shape_class(stage, dtype).key
+            found = database.lookup(key, shape, applicable(stage))
+            if tuner is not None and (found is None or found.level != LEVEL_EXACT):
+                tuner.submit(device, stage, dtype, profile)
+            if found is None:
+                return Choice(rule_choice(stage, profile), SOURCE_RULE)
+            return Choice(found.winner, found.level)
 
         return choose
