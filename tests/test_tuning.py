@@ -436,9 +436,10 @@ def test_tune_cli_off_switch_writes_nothing(tmp_path: Path, local_device: Device
     )
     assert result.returncode == 0, result.stderr
     assert "nothing was stored" in result.stderr
-    # PoCL keeps its kernel cache under XDG_CACHE_HOME, so only clconv's folders are checked.
-    assert not (cache / "clconv").exists()
-    assert not (home / ".cache" / "clconv").exists()
+    # The program cache (CLCONV_CACHE_DIR) and PoCL's kernel cache live under the same cache
+    # folder, so only the tuning database's folder is checked.
+    assert not (cache / "clconv" / "tuning").exists()
+    assert not (home / ".cache" / "clconv" / "tuning").exists()
 
 
 # --- the server ------------------------------------------------------------------------------
@@ -554,6 +555,7 @@ def test_server_off_switch_writes_nothing(tmp_path: Path, device_id: str) -> Non
                 assert_matches_torch(response.json(), expected)
             time.sleep(2.0)
         assert "CLCONV_TUNE=lazy is ignored" in server.log()
-    # PoCL keeps its kernel cache under XDG_CACHE_HOME, so only clconv's folders are checked.
-    assert not (cache / "clconv").exists()
-    assert not (home / ".cache" / "clconv").exists()
+    # The program cache (CLCONV_CACHE_DIR) and PoCL's kernel cache live under the same cache
+    # folder, so only the tuning database's folder is checked.
+    assert not (cache / "clconv" / "tuning").exists()
+    assert not (home / ".cache" / "clconv" / "tuning").exists()
