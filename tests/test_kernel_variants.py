@@ -2,8 +2,9 @@
 every device, in float32 and float64, against PyTorch in float64.
 
 The shapes are chosen to reach each kernel's edge paths: outputs that are not a multiple of a
-tile or vector width, asymmetric padding, dilation (Winograd splits it into phases), groups,
-and batches of 0, 1 and 3.
+tile or vector width, asymmetric padding, dilation (Winograd splits it into phases and uses its
+per-tile transforms when the width is dilated, its row transforms otherwise), groups, and
+batches of 0, 1 and 3.
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ SHAPES = (
     Shape("asym_pad", (1, 16, 7, 13), (16, 16, 3, 3), padding=(0, 2, 1, 0), bias=False),
     Shape("dilated", (1, 16, 17, 15), (16, 16, 3, 3), padding=(2, 2, 2, 2), dilation=(2, 2)),
     Shape("dilated_mixed", (2, 8, 12, 19), (16, 8, 3, 3), padding=(1, 3, 3, 1), dilation=(1, 3)),
+    # Dilation along H only: Winograd's row kernels with two phases.
+    Shape("dilated_rows", (1, 16, 14, 10), (16, 16, 3, 3), padding=(2, 2, 1, 1), dilation=(2, 1)),
     Shape("grouped", (1, 32, 10, 10), (32, 8, 3, 3), padding=(1, 1, 1, 1), groups=4),
     Shape("tiny", (1, 4, 3, 3), (8, 4, 3, 3), padding=(1, 1, 1, 1), activation=None),
     Shape("empty_batch", (0, 16, 9, 9), (16, 16, 3, 3), padding=(1, 1, 1, 1)),
@@ -126,7 +129,14 @@ def _candidates(shape: Shape) -> list[str]:
 
 # Float64 runs on fewer shapes (each distinct shape is a kernel build per device); these still
 # reach every algorithm and the edge paths: overhanging tiles, dilation phases, groups.
-FLOAT64_SHAPES = {"odd_tiles", "dilated_mixed", "grouped", "pointwise_grouped", "depthwise"}
+FLOAT64_SHAPES = {
+    "odd_tiles",
+    "dilated_mixed",
+    "dilated_rows",
+    "grouped",
+    "pointwise_grouped",
+    "depthwise",
+}
 
 VARIANTS = [
     (shape, algorithm, dtype)
