@@ -23,6 +23,13 @@
 // Build options: N, C_IN, HP, WP, K, OH, OW, KH, KW, SH, SW, DH, DW, GROUPS, CIN_PG, KOUT_PG,
 // KB = ceil(KOUT_PG / 8), OWB, and optionally CHANNEL_MAP_KG, CHANNEL_MAP_CG (see IN_CHANNEL in
 // common.cl).
+//
+// Transposed convolution by output phase (conv_transpose2d_phases): with PHASE_SH, PHASE_SW,
+// T_KOUT_PG, T_OH, T_OW, T_PAD_TOP and T_PAD_LEFT set, the KOUT_PG = PHASE_SH * PHASE_SW *
+// T_KOUT_PG output channels of a group are the phases of T_KOUT_PG channels of a transposed
+// convolution (weights stacked by the host), and each value goes straight to its place in that
+// convolution's [N, GROUPS * T_KOUT_PG, T_OH, T_OW] output, cropped by its padding, with the
+// bias and activation of that output channel.
 
 __kernel void conv2d_direct_oc(__global const real* restrict in,
                                __global const real* restrict wpk,
@@ -59,6 +66,22 @@ __kernel void conv2d_direct_oc(__global const real* restrict in,
     for (int o = 0; o < 8; ++o) {
         const int k_local = kb * 8 + o;
         if (k_local >= KOUT_PG) break;
+#ifdef PHASE_SH
+        // Output channel k_local = (ry * PHASE_SW + rx) * T_KOUT_PG + t of this group is phase
+        // (ry, rx) of channel t of a transposed convolution: write it in place, cropped.
+        const int t = k_local % T_KOUT_PG;
+        const int phase = k_local / T_KOUT_PG;
+        const int k = g * T_KOUT_PG + t;
+        const int fy = oy * PHASE_SH + phase / PHASE_SW - T_PAD_TOP;
+        if (fy < 0 || fy >= T_OH) continue;
+        __global real* dst = out + (((long)n * GROUPS * T_KOUT_PG + k) * T_OH + fy) * T_OW;
+        for (int j = 0; j < OWB; ++j) {
+            real values[8];
+            vstore8(acc[j], 0, values);
+            const int fx = (ox0 + j) * PHASE_SW + phase % PHASE_SW - T_PAD_LEFT;
+            if (ox0 + j < OW && fx >= 0 && fx < T_OW) dst[fx] = epilogue(values[o], bias, k);
+        }
+#else
         const int k = g * KOUT_PG + k_local;
         __global real* dst = out + (((long)n * K + k) * OH + oy) * OW;
         for (int j = 0; j < OWB; ++j) {
@@ -66,5 +89,6 @@ __kernel void conv2d_direct_oc(__global const real* restrict in,
             vstore8(acc[j], 0, values);
             if (ox0 + j < OW) dst[ox0 + j] = epilogue(values[o], bias, k);
         }
+#endif
     }
 }

@@ -40,6 +40,8 @@ CASES: list[tuple[str, dict[str, Any]]] = [
                           "output_padding": 1}),
     ("conv_transpose2d", {"input": (1, 4, 3, 5), "weight": (4, 2, 2, 3), "groups": 2,
                           "bias": (4,)}),
+    ("conv_transpose2d", {"input": (1, 4, 4, 4), "weight": (4, 3, 3, 3), "stride": 2,
+                          "padding": 1, "algorithm": "conv_transpose2d_gather"}),
     ("depthwise_separable_conv2d", {"input": (1, 4, 5, 5), "depthwise_weight": (4, 1, 3, 3),
                                     "pointwise_weight": (6, 4, 1, 1), "padding": 1}),
 ]  # fmt: skip

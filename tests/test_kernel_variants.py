@@ -19,14 +19,16 @@ import torch.nn.functional as F
 
 from clconv.core.algorithms import (
     CONV2D_ALGORITHMS,
+    CONV_TRANSPOSE2D_ALGORITHMS,
     POINTWISE,
     POINTWISE_LOCAL,
     WINOGRAD_F4,
     applicable,
     rule_choice,
+    transposed_applicable,
 )
 from clconv.core.planner import parse_request
-from clconv.core.stages import ConvStage
+from clconv.core.stages import ConvStage, ConvTransposeStage
 from support import tensor_from_json, tensor_json
 
 SEED = 7_2026
@@ -245,6 +247,136 @@ def test_auto_is_the_default(client: Any) -> None:
     default = client.post("/v1/conv2d", json=_body(shape, "float32", None))
     assert auto.status_code == default.status_code == 200
     assert auto.json()["algorithm"] == default.json()["algorithm"]
+
+
+@dataclass(frozen=True)
+class TransposedShape:
+    name: str
+    input: tuple[int, int, int, int]
+    weight: tuple[int, int, int, int]  # [C, K/groups, kh, kw]
+    stride: tuple[int, int]
+    padding: tuple[int, int, int, int] = (0, 0, 0, 0)  # top, bottom, left, right
+    output_padding: tuple[int, int] = (0, 0)
+    dilation: tuple[int, int] = (1, 1)
+    groups: int = 1
+
+
+TRANSPOSED_SHAPES = (
+    TransposedShape("unet_like", (1, 16, 6, 7), (16, 8, 4, 4), (2, 2), (1, 1, 1, 1)),
+    TransposedShape("odd", (2, 6, 5, 7), (6, 4, 3, 3), (2, 2), (1, 1, 1, 1), (1, 1), groups=2),
+    TransposedShape("asym", (1, 4, 6, 5), (4, 3, 5, 3), (3, 2), (2, 0, 1, 1), (1, 0)),
+    TransposedShape("stride1", (1, 3, 4, 4), (3, 5, 3, 3), (1, 1), (1, 1, 1, 1)),
+    TransposedShape("dilated", (1, 4, 5, 5), (4, 4, 3, 3), (2, 2), (1, 1, 1, 1), dilation=(2, 1)),
+    TransposedShape("one_tap", (1, 4, 5, 5), (4, 2, 2, 2), (3, 3), output_padding=(2, 1)),
+)
+
+
+def _transposed_body(shape: TransposedShape, dtype: str, algorithm: str | None) -> dict[str, Any]:
+    rng = np.random.default_rng(SEED)
+    x = rng.standard_normal(shape.input).astype(dtype)
+    w = rng.standard_normal(shape.weight).astype(dtype)
+    b = rng.standard_normal(shape.weight[1] * shape.groups).astype(dtype)
+    top, bottom, left, right = shape.padding
+    body: dict[str, Any] = {
+        "input": tensor_json(x),
+        "weight": tensor_json(w),
+        "bias": tensor_json(b),
+        "stride": list(shape.stride),
+        "padding": {"top": top, "bottom": bottom, "left": left, "right": right},
+        "output_padding": list(shape.output_padding),
+        "dilation": list(shape.dilation),
+        "groups": shape.groups,
+        "activation": "relu",
+    }
+    if algorithm is not None:
+        body["algorithm"] = algorithm
+    return body
+
+
+def _transposed_expected(shape: TransposedShape, dtype: str) -> torch.Tensor:
+    body = _transposed_body(shape, dtype, None)
+    x, w, b = (tensor_from_json(body[key]) for key in ("input", "weight", "bias"))
+    top, bottom, left, right = shape.padding
+    full = F.conv_transpose2d(
+        torch.from_numpy(x).double(),
+        torch.from_numpy(w).double(),
+        torch.from_numpy(b).double(),
+        stride=shape.stride,
+        output_padding=shape.output_padding,
+        dilation=shape.dilation,
+        groups=shape.groups,
+    )
+    # Asymmetric padding crops each side on its own (ONNX pads); torch pads symmetrically.
+    cropped = full[:, :, top : full.shape[2] - bottom, left : full.shape[3] - right]
+    return F.relu(cropped)
+
+
+def _transposed_candidates(shape: TransposedShape) -> list[str]:
+    plan = parse_request("conv_transpose2d", _transposed_body(shape, "float32", None))
+    (stage,) = plan.stages
+    assert isinstance(stage, ConvTransposeStage)
+    return transposed_applicable(stage)
+
+
+TRANSPOSED_VARIANTS = [
+    (shape, algorithm, dtype)
+    for shape in TRANSPOSED_SHAPES
+    for algorithm in _transposed_candidates(shape)
+    for dtype in ("float32", "float64")
+]
+
+
+def test_every_transposed_algorithm_is_exercised() -> None:
+    for dtype in ("float32", "float64"):
+        covered = {name for _, name, kind in TRANSPOSED_VARIANTS if kind == dtype}
+        assert covered == set(CONV_TRANSPOSE2D_ALGORITHMS), dtype
+
+
+@pytest.mark.parametrize(
+    ("shape", "algorithm", "dtype"),
+    TRANSPOSED_VARIANTS,
+    ids=[f"{shape.name}-{algorithm}-{dtype}" for shape, algorithm, dtype in TRANSPOSED_VARIANTS],
+)
+def test_transposed_algorithm_matches_pytorch(
+    client: Any,
+    device_id: str,
+    devices: dict[str, Any],
+    shape: TransposedShape,
+    algorithm: str,
+    dtype: str,
+) -> None:
+    if dtype == "float64" and not devices[device_id]["fp64"]:
+        pytest.skip(f"{device_id} has no cl_khr_fp64")
+    body = _transposed_body(shape, dtype, algorithm) | {"device": device_id}
+    response = client.post("/v1/conv_transpose2d", json=body)
+    assert response.status_code == 200, response.text
+    result = response.json()
+    assert result["algorithm"] == [algorithm]
+    assert result["algorithm_source"] == ["request"]
+    output = tensor_from_json(result["output"])
+    expected = _transposed_expected(shape, dtype)
+    assert list(output.shape) == list(expected.shape)
+    scale = float(expected.abs().max())
+    rtol, atol = tolerance(algorithm, dtype, scale)
+    np.testing.assert_allclose(output, expected.numpy(), rtol=rtol, atol=atol)
+
+
+def test_transposed_rule_by_device(client: Any, devices: dict[str, Any]) -> None:
+    """The per-phase convolution on Intel's runtime, the gather on PoCL (measured faster
+    there), for a U-Net 4x4 stride-2 layer."""
+    body = {
+        "op": "conv_transpose2d",
+        "input": {"shape": [1, 128, 32, 32], "dtype": "float32"},
+        "weight": {"shape": [128, 64, 4, 4], "dtype": "float32"},
+        "stride": 2,
+        "padding": 1,
+    }
+    for device_id, device in devices.items():
+        plan = client.post("/v1/plan", json=body | {"device": device_id}).json()
+        if "Portable Computing Language" in device["platform"]:
+            assert plan["algorithm"] == ["conv_transpose2d_gather"], device_id
+        elif device["type"] == "cpu":
+            assert plan["algorithm"] == ["conv_transpose2d_phases"], device_id
 
 
 def test_rule_uses_the_local_memory_gemm_on_gpus() -> None:

@@ -27,7 +27,7 @@ from clconv.errors import ClconvError, DeviceError, ValidationError
 from clconv.limits import check_body_tensors, check_device_memory, device_budget_bytes
 from clconv.runtime.devices import Device, DeviceRegistry, discover_devices
 from clconv.runtime.executor import Execution, StartConditions, execute
-from clconv.runtime.selection import Selector
+from clconv.runtime.selection import Selector, device_profile
 from clconv.runtime.tuner import LazyTuner
 from clconv.runtime.tuning import TuningDatabase
 from clconv.settings import Settings
@@ -166,7 +166,7 @@ class Engine:
         it."""
         device = self.registry.get(plan.device_id)
         device.check_dtype(plan.dtype)
-        select_algorithms(plan, self.selector.chooser(device, plan.dtype))
+        select_algorithms(plan, self.selector.chooser(device, plan.dtype), device_profile(device))
         return device
 
 

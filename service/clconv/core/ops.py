@@ -7,9 +7,15 @@ defaults and output sizes follow ``torch.nn.functional.conv2d`` and ``conv_trans
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
-from clconv.core.algorithms import CONV2D_ALGORITHMS, applicable
+from clconv.core.algorithms import (
+    CONV2D_ALGORITHMS,
+    CONV_TRANSPOSE2D_ALGORITHMS,
+    applicable,
+    transposed_applicable,
+)
 from clconv.core.builders_common import (
     COMMON_FIELDS,
     BuildContext,
@@ -95,16 +101,17 @@ def build_conv2d(body: dict[str, Any], prefix: str, in_shape: Shape4, ctx: Build
     return finish("conv2d", prefix, stages, param_count(weight, bias), in_shape)
 
 
-def parse_algorithm(body: dict[str, Any], field: str) -> str | None:
-    """The optional ``algorithm`` of conv2d: 'auto' (the default) or a name from
-    ``CONV2D_ALGORITHMS``; None means the selector chooses."""
+def parse_algorithm(
+    body: dict[str, Any], field: str, names: Mapping[str, str] = CONV2D_ALGORITHMS
+) -> str | None:
+    """The optional ``algorithm`` field: 'auto' (the default) or one of ``names``; None means
+    the selector chooses."""
     value = body.get("algorithm")
     if value is None or value == "auto":
         return None
-    if not isinstance(value, str) or value not in CONV2D_ALGORITHMS:
+    if not isinstance(value, str) or value not in names:
         raise ValidationError(
-            f"{field} must be 'auto' or one of {', '.join(CONV2D_ALGORITHMS)}, got "
-            f"{describe(value)}",
+            f"{field} must be 'auto' or one of {', '.join(names)}, got {describe(value)}",
             field,
             code="invalid_value" if isinstance(value, str) else "invalid_type",
         )
@@ -134,6 +141,7 @@ def build_conv_transpose2d(
             "padding_mode",
             "activation",
             "negative_slope",
+            "algorithm",
         },
         prefix,
     )
@@ -208,6 +216,16 @@ def build_conv_transpose2d(
         groups=groups,
         activation=activation,
     )
+    requested = parse_algorithm(body, f"{prefix}algorithm", CONV_TRANSPOSE2D_ALGORITHMS)
+    if requested is not None:
+        candidates = transposed_applicable(stage)
+        if requested not in candidates:
+            raise ValidationError(
+                f"{prefix}algorithm {requested!r} cannot compute this transposed convolution; "
+                f"for it use one of {', '.join(candidates)}, or 'auto'",
+                f"{prefix}algorithm",
+            )
+        stage.requested_algorithm = requested
     return finish("conv_transpose2d", prefix, [stage], param_count(weight, bias), in_shape)
 
 

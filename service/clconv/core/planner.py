@@ -12,9 +12,12 @@ from typing import Any
 
 from clconv.core.algorithms import (
     DIRECT_OC_COLUMNS,
+    TRANSPOSED_PHASES,
     WINOGRAD_TILE,
+    phase_shapes,
     rule_choice,
     scratch_elements,
+    transposed_rule_choice,
 )
 from clconv.core.builders_common import BuildContext
 from clconv.core.fields import Pads, describe, require_dict
@@ -119,11 +122,15 @@ def parse_request(
     return plan
 
 
-def select_algorithms(plan: RequestPlan, choose: Chooser) -> None:
+def select_algorithms(plan: RequestPlan, choose: Chooser, profile: str = "cpu") -> None:
     """Set every conv2d stage's algorithm and its source (the requested one, else ``choose``'s),
     then give the stages whose kernel reads its input without bounds checks a padding stage in
     front."""
     for stage in plan.stages:
+        if isinstance(stage, ConvTransposeStage):
+            stage.algorithm = stage.requested_algorithm or transposed_rule_choice(stage, profile)
+            stage.algorithm_source = "rule" if stage.requested_algorithm is None else "request"
+            continue
         if not isinstance(stage, ConvStage):
             continue
         if stage.requested_algorithm is not None:
@@ -250,7 +257,7 @@ def device_bytes(plan: RequestPlan) -> int:
     total = plan.input.numel * itemsize
     for stage in plan.stages:
         total += math.prod(stage.out_shape) * itemsize + _weight_bytes(stage, itemsize)
-        if isinstance(stage, ConvStage):
+        if isinstance(stage, ConvStage | ConvTransposeStage):
             total += scratch_elements(stage) * itemsize
     return total
 
@@ -263,6 +270,9 @@ def _weight_bytes(stage: Stage, itemsize: int) -> int:
         taps = kh * kw if m is None else (m + 2) ** 2
         return (k * cg * taps + k) * itemsize
     if isinstance(stage, ConvTransposeStage):
+        if stage.algorithm == TRANSPOSED_PHASES:
+            # The per-phase weights: ceil(kh / sh) * ceil(kw / sw) taps per phase.
+            return (math.prod(phase_shapes(stage)[1]) + stage.out_shape[1]) * itemsize
         return (math.prod(stage.weight_shape) + stage.out_shape[1]) * itemsize
     return 0
 
@@ -305,7 +315,10 @@ def summarize(plan: RequestPlan) -> dict[str, Any]:
 
 def _algorithm_sources(stages: list[Stage]) -> list[str | None]:
     """Where each stage's algorithm came from; None for stages that have only one algorithm."""
-    return [stage.algorithm_source if isinstance(stage, ConvStage) else None for stage in stages]
+    return [
+        stage.algorithm_source if isinstance(stage, ConvStage | ConvTransposeStage) else None
+        for stage in stages
+    ]
 
 
 def _chain_receptive_field(

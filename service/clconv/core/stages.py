@@ -113,6 +113,9 @@ class ConvTransposeStage:
     groups: int
     activation: Activation = NO_ACTIVATION
     algorithm: str = "conv_transpose2d_gather"
+    # The algorithm the request named in its ``algorithm`` field; None lets the rule choose.
+    requested_algorithm: str | None = None
+    algorithm_source: str = "rule"
 
     kind = "conv_transpose2d"
 

@@ -10,7 +10,7 @@ import hashlib
 import math
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -20,10 +20,12 @@ from clconv.core.algorithms import (
     DIRECT_OC_COLUMNS,
     POINTWISE_LOCAL,
     POINTWISE_TILE,
+    TRANSPOSED_PHASES,
     WINOGRAD_TILE,
+    phase_shapes,
     winograd_tiles,
 )
-from clconv.core.fields import Activation
+from clconv.core.fields import Activation, Pads
 from clconv.core.stages import ConvStage, ConvTransposeStage, PadStage, Stage
 
 ACTIVATION_CODES = {"none": 0, "relu": 1, "relu6": 2, "leaky_relu": 3, "sigmoid": 4, "tanh": 5}
@@ -129,6 +131,8 @@ def plan_stage(stage: Stage, use_double: bool) -> list[Launch]:
     if isinstance(stage, PadStage):
         return [_pad_launch(stage, base)]
     if isinstance(stage, ConvTransposeStage):
+        if stage.algorithm == TRANSPOSED_PHASES:
+            return _transpose_phase_launches(stage, base)
         return [_transpose_launch(stage, base)]
     if stage.algorithm == POINTWISE_LOCAL:
         return [_pointwise_local_launch(stage, base)]
@@ -550,6 +554,64 @@ def _winograd_launches(
             stage.bias,
             ("src", "bias", "dst"),
         ),
+    ]
+
+
+def _stack_phase_weights(stage: ConvTransposeStage) -> npt.NDArray[Any]:
+    """The conv2d weight of ``conv_transpose2d_phases``: for output phase (ry, rx) and group g,
+    output channel (g * SH * SW + ry * SW + rx) * K/groups + k holds the taps
+    w[c, k, ry + j * SH, rx + i * SW] flipped (tap (JH - 1 - j, JW - 1 - i)), zero past the
+    kernel, so that a cross-correlation over the input padded by J - 1 gives that phase's
+    rows and columns of the uncropped transposed convolution."""
+    weight = _require(stage.weight)
+    c, kg, kh, kw = weight.shape
+    sh, sw = stage.stride
+    _, (_, cg, jh, jw), _ = phase_shapes(stage)
+    padded = np.zeros((c, kg, jh * sh, jw * sw), dtype=weight.dtype)
+    padded[:, :, :kh, :kw] = weight
+    split = padded.reshape(stage.groups, cg, kg, jh, sh, jw, sw)[:, :, :, ::-1, :, ::-1, :]
+    stacked = split.transpose(0, 4, 6, 2, 1, 3, 5)
+    return np.ascontiguousarray(stacked.reshape(stage.groups * sh * sw * kg, cg, jh, jw))
+
+
+def _transpose_phase_launches(
+    stage: ConvTransposeStage, base: dict[str, int | float | str]
+) -> list[Launch]:
+    """Pad the input by J - 1 and run one conv2d_direct_oc with every phase's sub-kernel as
+    output channels; that kernel writes each phase's values to their place in the transposed
+    convolution's output, cropped, with bias and activation."""
+    padded, weight_shape, stacked = phase_shapes(stage)
+    _, k, oh, ow = stage.out_shape
+    jh, jw = weight_shape[2], weight_shape[3]
+    pads = Pads(jh - 1, jh - 1, jw - 1, jw - 1)
+    pad = _pad_launch(PadStage(stage.in_shape, padded, "zeros", pads), base)
+    conv = ConvStage(
+        in_shape=padded,
+        out_shape=stacked,
+        weight_shape=weight_shape,
+        weight=_stack_phase_weights(stage),
+        bias=stage.bias,
+        has_bias=stage.has_bias,
+        stride=(1, 1),
+        pads=Pads(),
+        dilation=(1, 1),
+        groups=stage.groups,
+        activation=stage.activation,
+        algorithm="conv2d_direct_oc",
+    )
+    (direct,) = plan_stage(conv, bool(base["USE_DOUBLE"]))
+    phases: dict[str, int | float | str] = {
+        "PHASE_SH": stage.stride[0],
+        "PHASE_SW": stage.stride[1],
+        "T_KOUT_PG": k // stage.groups,
+        "T_OH": oh,
+        "T_OW": ow,
+        "T_PAD_TOP": stage.pads.top,
+        "T_PAD_LEFT": stage.pads.left,
+    }
+    return [
+        replace(pad, stage=stage, out_elements=math.prod(padded)),
+        replace(direct, stage=stage, defines=direct.defines | phases, out_elements=None),
     ]
 
 

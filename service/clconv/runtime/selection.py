@@ -26,8 +26,13 @@ SOURCE_RULE = "rule"
 
 
 def device_profile(device: Device) -> str:
-    """The rule's device profile: "gpu" for GPUs and accelerators, else "cpu"."""
-    return "gpu" if device.type_name in ("gpu", "accelerator") else "cpu"
+    """The rule's device profile: "gpu" for GPUs and accelerators, "pocl" for PoCL's CPU
+    device (which does not vectorise across work-items), else "cpu"."""
+    if device.type_name in ("gpu", "accelerator"):
+        return "gpu"
+    if "portable computing language" in str(device.platform.name).lower():
+        return "pocl"
+    return "cpu"
 
 
 class Selector:
