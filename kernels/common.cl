@@ -120,3 +120,23 @@ inline real4 load_columns(__global const real* row, int ix0) {
     return v;
 }
 #endif
+
+#ifdef WINO_M
+// Winograd F(WINO_M x WINO_M, 3 x 3): the transformed tile size and the rows of B^T (A x A) and
+// A^T (M x A), for the interpolation points 0, 1, -1 (and 2, -2 for M = 4).
+#define WINO_A (WINO_M + 2)
+
+// Rows of B^T (A x A), G (A x 3) and A^T (M x A).
+#if WINO_M == 2
+#define BT_ROWS {1, 0, -1, 0}, {0, 1, 1, 0}, {0, -1, 1, 0}, {0, 1, 0, -1}
+#define AT_ROWS {1, 1, 1, 0}, {0, 1, -1, -1}
+#elif WINO_M == 4
+#define BT_ROWS                                                                         \
+    {4, 0, -5, 0, 1, 0}, {0, -4, -4, 1, 1, 0}, {0, 4, -4, -1, 1, 0}, {0, -2, -1, 2, 1, 0}, \
+        {0, 2, -1, -2, 1, 0}, {0, 4, 0, -5, 0, 1}
+#define AT_ROWS \
+    {1, 1, 1, 1, 1, 0}, {0, 1, -1, 2, -2, 0}, {0, 1, 1, 4, 4, 0}, {0, 1, -1, 8, -8, 1}
+#else
+#error "WINO_M must be 2 or 4"
+#endif
+#endif

@@ -114,6 +114,30 @@ def test_restart_loads_programs_from_disk(tmp_path: Path) -> None:
         np.testing.assert_array_equal(second[key], output, err_msg=str(key))
 
 
+def test_warm_up_preloads_stored_programs(tmp_path: Path) -> None:
+    """With warm-up on, a restarted server loads the stored binaries before it reports ready,
+    so the requests it served before the restart find their programs built."""
+    cache = tmp_path / "cache"
+    env = {"CLCONV_CACHE_DIR": str(cache)}
+    with running_server(env, tmp_path) as server:
+        devices = device_ids(server)
+        first = run_requests(server, devices)
+        cold = program_counts(server)
+
+    with running_server(env | {"CLCONV_WARMUP": "1"}, tmp_path) as server:
+        ready = program_counts(server)
+        second = run_requests(server, devices)
+        after = program_counts(server)
+        log = server.log()
+
+    assert "preloaded" in log
+    for device_id in devices:
+        assert ready[device_id]["loaded_from_disk"] >= cold[device_id]["built_from_source"]
+        assert after[device_id] == ready[device_id], device_id
+    for key, output in first.items():
+        np.testing.assert_array_equal(second[key], output, err_msg=str(key))
+
+
 def test_corrupt_binary_rejected_and_rebuilt(tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     env = {"CLCONV_CACHE_DIR": str(cache)}

@@ -34,6 +34,12 @@ from clconv.settings import Settings
 
 logger = logging.getLogger("clconv.engine")
 
+# At start-up each device loads the most recently stored program binaries, so that the first
+# request of a shape served before a restart does not load its programs (3 to 7 ms each on
+# Intel's runtime). Bounded so that a large cache folder does not delay readiness.
+PRELOAD_PROGRAMS = 64
+PRELOAD_BUDGET_S = 5.0
+
 
 class Engine:
     """Owns the device registry; turns request bodies into results."""
@@ -77,9 +83,10 @@ class Engine:
             self.selector.tuner.stop()
 
     def warm_up(self) -> None:
-        """Build the most common kernels on every device by running a tiny request of each
-        kind: conv2d 3x3 and 1x1 (pointwise), depthwise separable and transposed. The
-        Oclgrind simulator is skipped: it is for checking kernels, not for serving.
+        """Load the most recently stored program binaries of every device, then build the most
+        common kernels by running a tiny request of each kind: conv2d 3x3 and 1x1 (pointwise),
+        depthwise separable and transposed. The Oclgrind simulator is skipped: it is for
+        checking kernels, not for serving.
 
         With ``CLCONV_WARMUP=0`` nothing is built and the server is ready at once.
         """
@@ -90,6 +97,14 @@ class Engine:
         for device in self.registry.devices:
             if device.is_simulator:
                 continue
+            preloaded = device.programs.preload(PRELOAD_PROGRAMS, PRELOAD_BUDGET_S)
+            if preloaded:
+                logger.info(
+                    "preloaded %d stored programs on %s in %.2f s",
+                    preloaded,
+                    device.id,
+                    time.perf_counter() - started,
+                )
             for op, body in _warm_up_bodies(device.id):
                 try:
                     self.run(op, body)

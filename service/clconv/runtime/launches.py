@@ -460,8 +460,9 @@ def _transform_filters(
     g = _WINOGRAD_G[m]
     a = m + 2
     k, cg, _, _ = weight.shape
-    u = np.einsum("ip,kcpq,jq->ijkc", g, weight.astype(np.float64), g)
-    u = u.reshape(a * a * k, cg, 1, 1).astype(weight.dtype)
+    # G g G^T per channel pair as two batched matrix products: [K, Cg, A, A].
+    u = g @ weight.astype(np.float64) @ g.T
+    u = u.transpose(2, 3, 0, 1).reshape(a * a * k, cg, 1, 1).astype(weight.dtype)
     kg = k // groups
     return _pack_blocked(
         u, a * a * groups, _channel_block(kg, POINTWISE_CHANNELS), transposed=False
@@ -510,11 +511,12 @@ def _winograd_launches(
         "KB": blocks,
         "PV": POINTWISE_VECTORS,
     }
-    output = transform | _epilogue_defines(stage.activation, stage.has_bias)
+    output = transform | _epilogue_defines(stage.activation, stage.has_bias) | {"WINO_OUTPUT": 1}
     source = "conv2d_winograd.cl"
     if stage.dilation[1] == 1 and WINOGRAD_ROW_KERNELS:
         # Four tiles of a tile row per work-item: whole input and output rows move as runs.
         rows = stage.dilation[0] * th
+        source = "conv2d_winograd_row.cl"
         input_kernel, output_kernel = "winograd_input_row", "winograd_output_row"
         input_size: tuple[int, ...] = (math.ceil(tw / 4), rows, c * n)
         output_size: tuple[int, ...] = (math.ceil(tw / 4), rows, k * n)

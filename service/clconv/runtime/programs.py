@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 from functools import cache
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import pyopencl as cl
 
@@ -196,6 +197,30 @@ class BinaryStore:
         except OSError as error:
             logger.warning("cannot store program binary %s: %s", key.describe(), error)
 
+    def recent_headers(self, limit: int) -> list[dict[str, Any]]:
+        """Return the key headers of up to ``limit`` stored binaries, most recently written
+        first; unreadable files are skipped (``load`` reports them when they are asked for)."""
+        files = []
+        for path in self.folder.glob("*.bin"):
+            try:
+                files.append((path.stat().st_mtime, path))
+            except OSError:
+                continue
+        headers: list[dict[str, Any]] = []
+        for _, path in sorted(files, reverse=True)[:limit]:
+            try:
+                with path.open("rb") as file:
+                    magic = file.read(len(BINARY_MAGIC))
+                    line = file.readline(1 << 16)
+                if magic != BINARY_MAGIC:
+                    continue
+                header = json.loads(line)
+            except (OSError, ValueError):
+                continue
+            if isinstance(header, dict):
+                headers.append(header)
+        return headers
+
     def discard(self, key: BinaryKey) -> None:
         try:
             self.path(key).unlink(missing_ok=True)
@@ -239,6 +264,40 @@ class ProgramCache:
             else:
                 self.hits += 1
         return cl.Kernel(program, name)
+
+    def preload(self, limit: int, budget_s: float) -> int:
+        """Load into memory the stored binaries of this device and of the current kernel
+        sources, most recent first, at most ``limit`` of them and for at most ``budget_s``
+        seconds. Run at start-up, before the server reports ready, so that the first request
+        of a shape seen before a restart finds its programs built. Returns the count loaded."""
+        if self._store is None:
+            return 0
+        started = time.perf_counter()
+        loaded = 0
+        for header in self._store.recent_headers(limit):
+            if time.perf_counter() - started > budget_s:
+                break
+            source = header.get("source")
+            options = header.get("options")
+            if not isinstance(source, str) or not isinstance(options, list):
+                continue
+            try:
+                key = BinaryKey.for_program(self._device, source, tuple(map(str, options)))
+            except (OSError, ValueError):
+                continue  # a kernel file this version no longer ships
+            if json.loads(key.header()) != header:
+                continue  # another device, driver or kernel source
+            with self._lock:
+                if (source, key.options) in self._programs:
+                    continue
+                program = self._load(key)
+                if program is None:
+                    continue
+                self._programs[(source, key.options)] = program
+                self.builds += 1
+                self.disk_loads += 1
+                loaded += 1
+        return loaded
 
     def counts(self) -> dict[str, int]:
         """Return the counters of ``GET /v1/devices`` and ``/metrics``."""
