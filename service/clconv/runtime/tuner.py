@@ -261,7 +261,7 @@ def _launch_once(
             raise BudgetExhausted
     try:
         events = [
-            cl.enqueue_nd_range_kernel(device.queue, kernel, launch.global_size, None)
+            cl.enqueue_nd_range_kernel(device.queue, kernel, launch.global_size, launch.local_size)
             for launch, kernel in zip(launches, kernels, strict=True)
         ]
         events[-1].wait()
