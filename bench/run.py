@@ -49,7 +49,7 @@ from bench.suite import (
     make_arrays,
     request_body,
 )
-from clconv.core.planner import check_limits, parse_request, summarize
+from clconv.core.planner import summarize
 from clconv.engine import Engine
 from clconv.runtime.devices import Device
 from clconv.runtime.executor import execute
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for index, case in enumerate(cases, start=1):
         logger.info("case %d/%d: %s", index, len(cases), case.name)
-        results.append(run_case(case, devices, settings))
+        results.append(run_case(case, devices, engine))
     reference["end"] = _measure_reference()
 
     document = {
@@ -155,10 +155,12 @@ class DeviceRun:
     """One case prepared on one device: the plan, the resident kernels, warm-up results, and
     the timings collected so far."""
 
-    def __init__(self, case: Case, device: Device, settings: Settings, body: dict[str, Any]):
+    def __init__(self, case: Case, device: Device, engine: Engine, body: dict[str, Any]):
         self.device = device
-        self.plan = parse_request(case.op, body)
-        check_limits(self.plan, settings)
+        # The engine's own planning: the device's algorithms, as a request to it would get.
+        self.plan, planned_device = engine.prepare(case.op, body)
+        if planned_device is not device:
+            raise RuntimeError(f"{case.name}: planned for {planned_device.id}, not {device.id}")
         self.summary = summarize(self.plan)
         if self.summary["macs"] != case.macs:
             raise RuntimeError(
@@ -217,7 +219,7 @@ class DeviceRun:
         }
 
 
-def run_case(case: Case, devices: list[Device], settings: Settings) -> dict[str, Any]:
+def run_case(case: Case, devices: list[Device], engine: Engine) -> dict[str, Any]:
     """Time ``case`` in PyTorch and on every device; return its results entry.
 
     The timed runs are interleaved in rounds: each round times a block of ``BLOCK`` PyTorch
@@ -232,7 +234,7 @@ def run_case(case: Case, devices: list[Device], settings: Settings) -> dict[str,
     time.sleep(SETTLE_S)
 
     prepared = [
-        DeviceRun(case, device, settings, request_body(case, x, weights, device.id))
+        DeviceRun(case, device, engine, request_body(case, x, weights, device.id))
         for device in devices
     ]
     round_s = (

@@ -159,10 +159,7 @@ class Engine:
         Raises ``OverloadedError`` when the device's queue or memory budget is full, and the
         errors of ``execute`` when the request cannot start under ``conditions`` or fails.
         """
-        check_body_tensors(body, self.settings)
-        plan = parse_request(op, body, select=False)
-        device = self._device_for(plan)
-        check_limits(plan, self.settings)
+        plan, device = self.prepare(op, body)
         needed = check_device_memory(plan, device, self.settings)
         budget = device_budget_bytes(device, self.settings)
         conditions = conditions or StartConditions()
@@ -175,6 +172,15 @@ class Engine:
                 raise
             device.record_success()
         return _response(plan, execution)
+
+    def prepare(self, op: str, body: Any) -> tuple[RequestPlan, Device]:
+        """Validate ``body`` for ``op``, choose its device and the device's algorithms, and
+        check the size limits: the plan that ``run`` executes (the benchmark times it too)."""
+        check_body_tensors(body, self.settings)
+        plan = parse_request(op, body, select=False)
+        device = self._device_for(plan)
+        check_limits(plan, self.settings)
+        return plan, device
 
     def _device_for(self, plan: RequestPlan) -> Device:
         """The device the plan names (or the default), with the plan's algorithms chosen for
