@@ -229,6 +229,7 @@ def test_inapplicable_algorithm_is_422_listing_candidates(client: Any) -> None:
     assert error["field"] == "algorithm"
     assert "'conv2d_pointwise'" in error["message"]
     assert "conv2d_winograd_f4" in error["message"] and "conv2d_direct" in error["message"]
+    assert "needs a 1x1 kernel" in error["message"]
 
 
 def test_unknown_algorithm_is_422_listing_names(client: Any) -> None:

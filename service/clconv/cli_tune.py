@@ -271,8 +271,12 @@ def _tune(args: argparse.Namespace) -> int:
         print(_table(rows))
         if database is None:
             print("tuning database off: nothing was stored", file=sys.stderr)
+        elif not any(row["stored_in"] for row in rows):
+            print("no winner to store; raise --budget-s (builds count against it)", file=sys.stderr)
         else:
             print(f"stored in {database.folder}", file=sys.stderr)
+        if not rows:
+            print("the requests hold no conv2d stage to tune", file=sys.stderr)
     return status
 
 

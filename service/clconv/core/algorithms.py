@@ -71,6 +71,26 @@ MAX_DEPTHWISE_MULTIPLIER: Final = 4
 MIN_WINOGRAD_CHANNELS: Final = 16
 
 
+# What each specialised algorithm needs, for the error when a request pins it where it cannot
+# compute; the direct kernels and the transposed gather apply to every shape.
+REQUIREMENTS: Final[dict[str, str]] = {
+    POINTWISE: "a 1x1 kernel, stride 1, dilation 1 and no padding",
+    POINTWISE_4X16: "a 1x1 kernel, stride 1, dilation 1 and no padding",
+    POINTWISE_LOCAL: "a 1x1 kernel, stride 1, dilation 1 and no padding",
+    DEPTHWISE: "groups equal to the input channels and a depth multiplier of at most "
+    f"{MAX_DEPTHWISE_MULTIPLIER}",
+    WINOGRAD_F2: "a 3x3 kernel and stride 1",
+    WINOGRAD_F4: "a 3x3 kernel and stride 1",
+    TRANSPOSED_PHASES: "dilation 1, a kernel larger than the stride on some axis and "
+    "output_padding that stays within the phases",
+}
+
+
+def requirement(name: str) -> str:
+    """What algorithm ``name`` needs, for error messages."""
+    return REQUIREMENTS.get(name, "nothing in particular")
+
+
 def applicable(stage: ConvStage) -> list[str]:
     """Every algorithm that computes ``stage`` exactly, most specialised first."""
     _, c, _, _ = stage.in_shape

@@ -14,6 +14,7 @@ from clconv.core.algorithms import (
     CONV2D_ALGORITHMS,
     CONV_TRANSPOSE2D_ALGORITHMS,
     applicable,
+    requirement,
     transposed_applicable,
 )
 from clconv.core.builders_common import (
@@ -92,8 +93,8 @@ def build_conv2d(body: dict[str, Any], prefix: str, in_shape: Shape4, ctx: Build
         candidates = applicable(stage)
         if requested not in candidates:
             raise ValidationError(
-                f"{prefix}algorithm {requested!r} cannot compute this convolution; for it use "
-                f"one of {', '.join(candidates)}, or 'auto'",
+                f"{prefix}algorithm {requested!r} cannot compute this convolution: it needs "
+                f"{requirement(requested)}; use 'auto' or one of {', '.join(candidates)}",
                 f"{prefix}algorithm",
             )
         stage.requested_algorithm = requested
@@ -221,8 +222,8 @@ def build_conv_transpose2d(
         candidates = transposed_applicable(stage)
         if requested not in candidates:
             raise ValidationError(
-                f"{prefix}algorithm {requested!r} cannot compute this transposed convolution; "
-                f"for it use one of {', '.join(candidates)}, or 'auto'",
+                f"{prefix}algorithm {requested!r} cannot compute this transposed convolution: "
+                f"it needs {requirement(requested)}; use 'auto' or {' or '.join(candidates)}",
                 f"{prefix}algorithm",
             )
         stage.requested_algorithm = requested
