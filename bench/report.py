@@ -145,8 +145,8 @@ def summarize(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return summary
 
 
-# The targets on the fastest CPU OpenCL device, over the base suite: geometric mean of
-# the ratios, the lowest row, and rows that must reach 1.0.
+# Speed targets on the fastest CPU OpenCL device, over the base suite: the geometric mean of
+# the ratios, the lowest row, and the rows that must reach 1.0.
 TARGET_GEOMEAN = 0.8
 TARGET_ROW_FLOOR = 0.5
 TARGET_ROWS = {"resnet50_3x3": 1.0, "mobilenetv2_depthwise": 1.0}

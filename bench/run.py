@@ -65,9 +65,9 @@ WARMUP_RUNS = 2
 # Wall-time budget of one shape's timed runs on PyTorch and every device together, in s.
 SHAPE_BUDGET_S = 10.0
 # Timed runs per block: each side runs this many calls back to back, as a steady stream of
-# requests would. Timing PyTorch one call at a time, between OpenCL launches, inflated its
-# median about 6x (ResNet-50 3x3: 13.1 ms interleaved vs 2.0 ms in blocks, same machine and
-# hour): its OpenMP threads had gone to sleep or met the OpenCL runtime's worker threads.
+# requests would. Timing PyTorch one call at a time between OpenCL launches inflated its median
+# about 6x (ResNet-50 3x3: 13.1 ms interleaved, 2.0 ms in blocks, same machine and hour). The
+# likely cause is OpenMP threads that had gone to sleep or met the OpenCL runtime's threads.
 BLOCK = 5
 # Pause between PyTorch and OpenCL work. PyTorch's OpenMP workers spin after a call (about
 # 10 ms of CPU time within the next 20 ms, measured with 2 threads), which would slow whatever

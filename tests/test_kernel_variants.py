@@ -1,10 +1,10 @@
-"""Every conv2d algorithm the selector can pick, pinned with the request's ``algorithm`` field, on
-every device, in float32 and float64, against PyTorch in float64.
+"""Every conv2d and conv_transpose2d algorithm the selector can pick, pinned with the request's
+``algorithm`` field, on every device, in float32 and float64, against PyTorch in float64.
 
-The shapes are chosen to reach each kernel's edge paths: outputs that are not a multiple of a
-tile or vector width, asymmetric padding, dilation (Winograd splits it into phases and uses its
-per-tile transforms when the width is dilated, its row transforms otherwise), groups, and
-batches of 0, 1 and 3.
+The shapes reach each kernel's edge paths: outputs that are not a multiple of a tile or vector
+width, asymmetric padding, groups, and batches of 0, 1 and 3. They include dilation, which
+Winograd splits into phases: a dilated width uses its per-tile transforms, else its row
+transforms.
 """
 
 from __future__ import annotations
@@ -129,8 +129,8 @@ def _candidates(shape: Shape) -> list[str]:
     return applicable(stage)
 
 
-# Float64 runs on fewer shapes (each distinct shape is a kernel build per device); these still
-# reach every algorithm and the edge paths: overhanging tiles, dilation phases, groups.
+# Float64 runs on fewer shapes, because each distinct shape is a kernel build per device. These
+# still reach every algorithm and the edge paths: overhanging tiles, dilation phases, groups.
 FLOAT64_SHAPES = {
     "odd_tiles",
     "dilated_mixed",
@@ -150,7 +150,7 @@ VARIANTS = [
 
 
 def test_every_algorithm_is_exercised() -> None:
-    """Each algorithm the selector knows is pinned by at least one shape above, in both
+    """Each algorithm the selector can pick is pinned by at least one shape above, in both
     dtypes."""
     for dtype in ("float32", "float64"):
         covered = {algorithm for _, algorithm, kind in VARIANTS if kind == dtype}
@@ -221,25 +221,27 @@ def test_rule_picks_winograd_for_resnet_layers(client: Any) -> None:
     assert plan["algorithm"] == [WINOGRAD_F4]
 
 
-def test_inapplicable_algorithm_is_422_listing_candidates(client: Any) -> None:
+def test_inapplicable_algorithm_is_422(client: Any) -> None:
     shape = Shape("k3", (1, 4, 6, 6), (4, 4, 3, 3))
     response = client.post("/v1/conv2d", json=_body(shape, "float32", "conv2d_pointwise"))
     assert response.status_code == 422
     error = response.json()["error"]
     assert error["field"] == "algorithm"
     assert "'conv2d_pointwise'" in error["message"]
-    assert "conv2d_winograd_f4" in error["message"] and "conv2d_direct" in error["message"]
+    assert "conv2d_winograd_f4" in error["message"]
+    assert "conv2d_direct" in error["message"]
     assert "needs a 1x1 kernel" in error["message"]
 
 
-def test_unknown_algorithm_is_422_listing_names(client: Any) -> None:
+def test_unknown_algorithm_is_422(client: Any) -> None:
     shape = Shape("k3", (1, 4, 6, 6), (4, 4, 3, 3))
     body = _body(shape, "float32", None) | {"algorithm": "fft"}
     response = client.post("/v1/conv2d", json=body)
     assert response.status_code == 422
     error = response.json()["error"]
     assert error["field"] == "algorithm"
-    assert "fft" in error["message"] and "'auto'" in error["message"]
+    assert "fft" in error["message"]
+    assert "'auto'" in error["message"]
 
 
 def test_auto_is_the_default(client: Any) -> None:
@@ -380,7 +382,7 @@ def test_transposed_rule_by_device(client: Any, devices: dict[str, Any]) -> None
             assert plan["algorithm"] == ["conv_transpose2d_phases"], device_id
 
 
-def test_rule_uses_the_local_memory_gemm_on_gpus() -> None:
+def test_rule_picks_local_gemm_on_gpus() -> None:
     plan = parse_request(
         "conv2d", _body(Shape("pw", (1, 16, 4, 4), (8, 16, 1, 1)), "float32", None)
     )

@@ -501,6 +501,14 @@ def test_server_uses_tuned_winner(tmp_path: Path, device_id: str) -> None:
         assert_matches_torch(pinned.json(), expected)
 
 
+def test_lazy_mode_skips_warm_up_shapes(tmp_path: Path) -> None:
+    env = {"CLCONV_TUNING_DIR": str(tmp_path / "db"), "CLCONV_TUNE": "lazy", "CLCONV_WARMUP": "1"}
+    with running_server(env, tmp_path) as server:
+        log = server.log()
+    assert "warm-up built the common kernels" in log
+    assert "queued lazy tuning" not in log
+
+
 def test_lazy_mode_tunes_in_background(tmp_path: Path, device_id: str) -> None:
     folder = tmp_path / "db"
     env = {"CLCONV_TUNING_DIR": str(folder), "CLCONV_TUNE": "lazy", "CLCONV_TUNE_BUDGET_S": "20"}

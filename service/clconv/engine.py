@@ -107,7 +107,8 @@ class Engine:
                 )
             for op, body in _warm_up_bodies(device.id):
                 try:
-                    self.run(op, body)
+                    # The warm-up's toy shapes are not worth a lazy tuning pass each.
+                    self.run(op, body, lazy_tuning=False)
                 except ClconvError as error:
                     logger.error("warm-up %s on %s failed: %s", op, device.id, error.message)
         self._warmed_up.set()
@@ -146,20 +147,25 @@ class Engine:
                 "op",
                 code="missing_field" if op is None else "invalid_value",
             )
-        check_body_tensors(body, self.settings)
-        plan = parse_request(op, body, allow_shape_only=True, select=False)
-        device = self._device_for(plan)
-        check_limits(plan, self.settings)
+        plan, device = self.prepare(op, body, allow_shape_only=True)
         check_device_memory(plan, device, self.settings)
         return {"op": op, **summarize(plan), "device": _device_ref(device)}
 
-    def run(self, op: str, body: Any, conditions: StartConditions | None = None) -> dict[str, Any]:
+    def run(
+        self,
+        op: str,
+        body: Any,
+        conditions: StartConditions | None = None,
+        *,
+        lazy_tuning: bool = True,
+    ) -> dict[str, Any]:
         """Validate, plan, admit and execute one request; return the response body.
 
         Raises ``OverloadedError`` when the device's queue or memory budget is full, and the
         errors of ``execute`` when the request cannot start under ``conditions`` or fails.
+        With ``lazy_tuning`` false, the request queues no shape class for lazy tuning.
         """
-        plan, device = self.prepare(op, body)
+        plan, device = self.prepare(op, body, lazy_tuning=lazy_tuning)
         needed = check_device_memory(plan, device, self.settings)
         budget = device_budget_bytes(device, self.settings)
         conditions = conditions or StartConditions()
@@ -173,21 +179,25 @@ class Engine:
             device.record_success()
         return _response(plan, execution)
 
-    def prepare(self, op: str, body: Any) -> tuple[RequestPlan, Device]:
+    def prepare(
+        self, op: str, body: Any, *, allow_shape_only: bool = False, lazy_tuning: bool = True
+    ) -> tuple[RequestPlan, Device]:
         """Validate ``body`` for ``op``, choose its device and the device's algorithms, and
-        check the size limits: the plan that ``run`` executes (the benchmark times it too)."""
+        check the size limits. ``run`` executes the result, ``plan`` reports it, and the
+        benchmark times it."""
         check_body_tensors(body, self.settings)
-        plan = parse_request(op, body, select=False)
-        device = self._device_for(plan)
+        plan = parse_request(op, body, allow_shape_only=allow_shape_only, select=False)
+        device = self._device_for(plan, lazy_tuning)
         check_limits(plan, self.settings)
         return plan, device
 
-    def _device_for(self, plan: RequestPlan) -> Device:
-        """The device the plan names (or the default), with the plan's algorithms chosen for
-        it."""
+    def _device_for(self, plan: RequestPlan, lazy_tuning: bool = True) -> Device:
+        """Return the device the plan names (or the default), with the plan's algorithms
+        chosen for it."""
         device = self.registry.get(plan.device_id)
         device.check_dtype(plan.dtype)
-        select_algorithms(plan, self.selector.chooser(device, plan.dtype), device_profile(device))
+        chooser = self.selector.chooser(device, plan.dtype, lazy_tuning=lazy_tuning)
+        select_algorithms(plan, chooser, device_profile(device))
         return device
 
 

@@ -1,9 +1,9 @@
 """The conv2d algorithms, which of them can compute a given stage, and the rule that picks one.
 
 Every algorithm that applies to a stage is a candidate. ``rule_choice`` gives the first choice
-instantly from the stage's shape and the device's profile; the runtime's selector may replace it
-with a winner measured by a tuning pass (``clconv.runtime.selection``). A request can also name
-an algorithm itself (the ``algorithm`` field of conv2d).
+instantly from the stage's shape and the device's profile. The runtime's selector
+(``clconv.runtime.selection``) may replace it with a winner measured by a tuning pass. A
+request can also name an algorithm itself in the ``algorithm`` field.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ DIRECT_OC_8X4: Final = "conv2d_direct_oc_8x4"
 WINOGRAD_F2: Final = "conv2d_winograd_f2"
 WINOGRAD_F4: Final = "conv2d_winograd_f4"
 
-# What each algorithm is, for error messages and ``GET /v1/algorithms``-style listings.
+# Description of each conv2d algorithm, for error messages and listings.
 CONV2D_ALGORITHMS: Final[dict[str, str]] = {
     POINTWISE: "1x1 stride-1 unpadded convolution as a GEMM, 8 channels x 8 positions per "
     "work-item",
@@ -66,13 +66,13 @@ MIN_CHANNELS_FOR_CHANNEL_VECTORS: Final = 8
 # load among 8 output channels, is faster (a 1 -> 64 channel stem, say).
 MAX_DEPTHWISE_MULTIPLIER: Final = 4
 
-# Winograd pays a transform per tile and channel on the way in and out; the GEMM in between
+# Winograd pays a transform per tile and channel on the way in and out, so the GEMM in between
 # only amortises them with enough channels on both sides.
 MIN_WINOGRAD_CHANNELS: Final = 16
 
 
-# What each specialised algorithm needs, for the error when a request pins it where it cannot
-# compute; the direct kernels and the transposed gather apply to every shape.
+# Conditions each specialised algorithm needs, quoted when a request pins it where it cannot
+# compute. The direct kernels and the transposed gather apply to every shape.
 REQUIREMENTS: Final[dict[str, str]] = {
     POINTWISE: "a 1x1 kernel, stride 1, dilation 1 and no padding",
     POINTWISE_4X16: "a 1x1 kernel, stride 1, dilation 1 and no padding",
@@ -87,12 +87,12 @@ REQUIREMENTS: Final[dict[str, str]] = {
 
 
 def requirement(name: str) -> str:
-    """What algorithm ``name`` needs, for error messages."""
+    """Return the conditions algorithm ``name`` needs, for error messages."""
     return REQUIREMENTS.get(name, "nothing in particular")
 
 
 def applicable(stage: ConvStage) -> list[str]:
-    """Every algorithm that computes ``stage`` exactly, most specialised first."""
+    """Return every algorithm that computes ``stage`` exactly, most specialised first."""
     _, c, _, _ = stage.in_shape
     k, cg, kh, kw = stage.weight_shape
     unit = stage.stride == (1, 1) and stage.dilation == (1, 1) and not stage.pads.any
@@ -109,14 +109,15 @@ def applicable(stage: ConvStage) -> list[str]:
 
 
 def rule_choice(stage: ConvStage, profile: str = "cpu") -> str:
-    """The first choice for ``stage`` on a device of ``profile`` ("cpu", "pocl", "gpu"), by shape.
+    """Choose the algorithm for ``stage`` on a device of ``profile`` ("cpu", "pocl", "gpu")
+    from its shape.
 
-    GEMM for 1x1 stride-1 unpadded (in local memory on GPUs), the depthwise kernel for one
-    input channel per group and a small depth multiplier, Winograd F(4x4, 3x3) for 3x3
-    stride-1 layers with at least 16 input and output channels per group (F(2x2, 3x3) where
-    each output phase is under 8 wide or high, so F(4x4)'s tiles would mostly overhang), the
-    output-channel-vector direct kernel for 8 or more output channels per group, else the
-    width-vector direct kernel.
+    In order: the GEMM for 1x1 stride-1 unpadded layers (in local memory on GPUs), and the
+    depthwise kernel for one input channel per group with a small depth multiplier. Then
+    Winograd F(4x4, 3x3) for 3x3 stride-1 layers with at least 16 input and output channels
+    per group, or F(2x2, 3x3) where an output phase is under 8 wide or high (F(4x4)'s tiles
+    would mostly overhang). Then the output-channel-vector direct kernel for 8 or more output
+    channels per group, else the width-vector direct kernel.
     """
     names = applicable(stage)
     k, cg, _, _ = stage.weight_shape
@@ -138,16 +139,17 @@ def rule_choice(stage: ConvStage, profile: str = "cpu") -> str:
 
 
 def phase_kernel(kernel: tuple[int, int], stride: tuple[int, int]) -> tuple[int, int]:
-    """Taps per axis of every phase's sub-kernel in ``conv_transpose2d_phases``:
+    """Return the taps per axis of each phase's sub-kernel in ``conv_transpose2d_phases``,
     ceil(kernel / stride)."""
     return (-(-kernel[0] // stride[0]), -(-kernel[1] // stride[1]))
 
 
 def transposed_applicable(stage: ConvTransposeStage) -> list[str]:
-    """Every algorithm that computes the transposed ``stage`` exactly. The per-phase
-    convolution needs dilation 1, a kernel larger than the stride on some axis (else each phase
-    has one tap and the gather is as direct), and phases that cover every output position
-    (output_padding can reach past them)."""
+    """Return every algorithm that computes the transposed ``stage`` exactly.
+
+    The per-phase convolution needs dilation 1 and a kernel larger than the stride on some
+    axis, because with one tap per phase the gather is as direct. Its phases must also cover
+    every output position, which a large output_padding can exceed."""
     names = [TRANSPOSED_GATHER]
     _, _, kh, kw = stage.weight_shape
     jh, jw = phase_kernel((kh, kw), stage.stride)
@@ -163,17 +165,19 @@ def transposed_applicable(stage: ConvTransposeStage) -> list[str]:
 
 
 def transposed_rule_choice(stage: ConvTransposeStage, profile: str = "cpu") -> str:
-    """The per-phase convolution where it applies, else the gather. On PoCL ("pocl" profile)
-    always the gather: PoCL runs conv2d_direct_oc several times slower than Intel's runtime,
-    and U-Net's 4x4 stride-2 layer took 8.7 ms per phase against 5.4 ms gathered."""
+    """Choose the per-phase convolution where it applies, else the gather.
+
+    The "pocl" profile always gets the gather, because PoCL runs conv2d_direct_oc several
+    times slower than Intel's runtime: U-Net's 4x4 stride-2 layer took 8.7 ms by phases
+    against 5.4 ms gathered there."""
     names = transposed_applicable(stage)
     return TRANSPOSED_GATHER if profile == "pocl" else names[0]
 
 
 def phase_shapes(stage: ConvTransposeStage) -> tuple[Shape4, Shape4, Shape4]:
-    """Shapes inside ``conv_transpose2d_phases``: the zero-padded input, the stacked weight
-    [GROUPS * SH * SW * K/groups, C/groups, JH, JW] and the stacked output [N, GROUPS * SH * SW
-    * K/groups, QH, QW] with QH = H + JH - 1."""
+    """Return the shapes inside ``conv_transpose2d_phases``: the zero-padded input, the
+    stacked weight [GROUPS * SH * SW * K/groups, C/groups, JH, JW] and the stacked output
+    [N, GROUPS * SH * SW * K/groups, QH, QW] with QH = H + JH - 1."""
     n, c, h, w = stage.in_shape
     _, kg, kh, kw = stage.weight_shape
     jh, jw = phase_kernel((kh, kw), stage.stride)
@@ -186,8 +190,8 @@ def phase_shapes(stage: ConvTransposeStage) -> tuple[Shape4, Shape4, Shape4]:
 
 
 def winograd_tiles(out_shape: Shape4, dilation: tuple[int, int], m: int) -> tuple[int, int, int]:
-    """Tile grid of a Winograd stage with output tile ``m``: tiles per output phase along H
-    and W, and the total over the dilation[0] * dilation[1] phases."""
+    """Return the tile grid of a Winograd stage with output tile ``m``: tiles per output phase
+    along H and W, and the total over the dilation[0] * dilation[1] phases."""
     _, _, oh, ow = out_shape
     dh, dw = dilation
     th = math.ceil(math.ceil(oh / dh) / m)
@@ -196,9 +200,9 @@ def winograd_tiles(out_shape: Shape4, dilation: tuple[int, int], m: int) -> tupl
 
 
 def scratch_elements(stage: ConvStage | ConvTransposeStage) -> int:
-    """Elements of device scratch memory the stage's algorithm needs beyond its output: for
-    Winograd the transformed input and the GEMM's output, (M + 2)^2 values per tile and
-    channel each; for the per-phase transposed convolution its padded input."""
+    """Return the elements of device scratch memory the stage's algorithm needs beyond its
+    output. Winograd needs the transformed input and the GEMM's output, (M + 2)^2 values per
+    tile and channel each. The per-phase transposed convolution needs its padded input."""
     if isinstance(stage, ConvTransposeStage):
         if stage.algorithm != TRANSPOSED_PHASES:
             return 0

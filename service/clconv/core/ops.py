@@ -90,13 +90,7 @@ def build_conv2d(body: dict[str, Any], prefix: str, in_shape: Shape4, ctx: Build
         prefix=prefix,
     )
     if requested is not None:
-        candidates = applicable(stage)
-        if requested not in candidates:
-            raise ValidationError(
-                f"{prefix}algorithm {requested!r} cannot compute this convolution: it needs "
-                f"{requirement(requested)}; use 'auto' or one of {', '.join(candidates)}",
-                f"{prefix}algorithm",
-            )
+        check_applicable(requested, applicable(stage), f"{prefix}algorithm", "convolution")
         stage.requested_algorithm = requested
     stages.append(stage)
     return finish("conv2d", prefix, stages, param_count(weight, bias), in_shape)
@@ -105,8 +99,8 @@ def build_conv2d(body: dict[str, Any], prefix: str, in_shape: Shape4, ctx: Build
 def parse_algorithm(
     body: dict[str, Any], field: str, names: Mapping[str, str] = CONV2D_ALGORITHMS
 ) -> str | None:
-    """The optional ``algorithm`` field: 'auto' (the default) or one of ``names``; None means
-    the selector chooses."""
+    """Parse the optional ``algorithm`` field: 'auto' (the default) or one of ``names``.
+    Return None for 'auto', which lets the selector choose."""
     value = body.get("algorithm")
     if value is None or value == "auto":
         return None
@@ -117,6 +111,17 @@ def parse_algorithm(
             code="invalid_value" if isinstance(value, str) else "invalid_type",
         )
     return value
+
+
+def check_applicable(requested: str, candidates: list[str], field: str, kind: str) -> None:
+    """Raise a 422 naming what ``requested`` needs when it is not among ``candidates``, the
+    algorithms that can compute this ``kind`` of stage."""
+    if requested not in candidates:
+        raise ValidationError(
+            f"{field} {requested!r} cannot compute this {kind}: it needs "
+            f"{requirement(requested)}; use 'auto' or one of {', '.join(candidates)}",
+            field,
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -220,12 +225,7 @@ def build_conv_transpose2d(
     requested = parse_algorithm(body, f"{prefix}algorithm", CONV_TRANSPOSE2D_ALGORITHMS)
     if requested is not None:
         candidates = transposed_applicable(stage)
-        if requested not in candidates:
-            raise ValidationError(
-                f"{prefix}algorithm {requested!r} cannot compute this transposed convolution: "
-                f"it needs {requirement(requested)}; use 'auto' or {' or '.join(candidates)}",
-                f"{prefix}algorithm",
-            )
+        check_applicable(requested, candidates, f"{prefix}algorithm", "transposed convolution")
         stage.requested_algorithm = requested
     return finish("conv_transpose2d", prefix, [stage], param_count(weight, bias), in_shape)
 

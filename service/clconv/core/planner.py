@@ -74,7 +74,7 @@ Chooser = Callable[[ConvStage], Choice]
 
 
 def choose_by_rule(stage: ConvStage) -> Choice:
-    """The rule's choice for a CPU, for planning before the device is known."""
+    """Return the rule's choice for a CPU, for planning before the device is known."""
     return Choice(rule_choice(stage), "rule")
 
 
@@ -314,7 +314,7 @@ def summarize(plan: RequestPlan) -> dict[str, Any]:
 
 
 def _algorithm_sources(stages: list[Stage]) -> list[str | None]:
-    """Where each stage's algorithm came from; None for stages that have only one algorithm."""
+    """Return where each stage's algorithm came from, None for padding stages."""
     return [
         stage.algorithm_source if isinstance(stage, ConvStage | ConvTransposeStage) else None
         for stage in stages

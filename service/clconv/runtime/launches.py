@@ -76,10 +76,10 @@ class Launch:
         return math.prod(self.stage.out_shape)
 
 
-def _channel_block(channels: int, most: int = MAX_CHANNEL_BLOCK) -> int:
-    """Smallest power of two >= channels, at most ``most``."""
+def _channel_block(channels: int, limit: int = MAX_CHANNEL_BLOCK) -> int:
+    """Return the smallest power of two >= channels, at most ``limit``."""
     block = 1
-    while block < min(channels, most):
+    while block < min(channels, limit):
         block *= 2
     return block
 
@@ -282,9 +282,9 @@ def _pointwise_launch(
 
 
 # conv2d_pointwise_local: a work-group of LOCAL_SIDE x LOCAL_SIDE work-items, each computing
-# LOCAL_OUTPUTS x LOCAL_OUTPUTS outputs, staging LOCAL_CHANNELS input channels at a time: a
-# 64 x 64 tile and 8 KiB of local memory in float32, within every OpenCL device's 32 KiB
-# minimum.
+# LOCAL_OUTPUTS x LOCAL_OUTPUTS outputs, stages LOCAL_CHANNELS input channels at a time. That is
+# a 64 x 64 tile and 8 KiB of local memory in float32, under the 32 KiB of local memory that the
+# OpenCL full profile guarantees.
 LOCAL_SIDE = 16
 LOCAL_OUTPUTS = 4
 LOCAL_CHANNELS = 16
@@ -472,6 +472,8 @@ def _transform_filters(
 def _winograd_launches(
     stage: ConvStage, base: dict[str, int | float | str], m: int
 ) -> list[Launch]:
+    """Lower a Winograd F(m x m, 3 x 3) stage to its input transform, the GEMM (the pointwise
+    kernel with (m + 2)^2 * groups groups) and its output transform."""
     n, c, h, w = stage.in_shape
     _, k, oh, ow = stage.out_shape
     _, cg, kh, kw = stage.weight_shape
@@ -480,6 +482,7 @@ def _winograd_launches(
     a = m + 2
     th, tw, tiles = winograd_tiles(stage.out_shape, stage.dilation, m)
     packed, blocks = WINOGRAD_FILTER_CACHE.get(_require(stage.weight), stage.groups, m)
+
     transform = base | {
         "C_IN": c,
         "H": h,
@@ -496,6 +499,7 @@ def _winograd_launches(
         "TW": tw,
         "TILES": tiles,
     }
+
     kg = k // stage.groups
     block = _channel_block(kg, POINTWISE_CHANNELS)
     gemm_groups = a * a * stage.groups
@@ -511,6 +515,7 @@ def _winograd_launches(
         "KB": blocks,
         "PV": POINTWISE_VECTORS,
     }
+
     output = transform | _epilogue_defines(stage.activation, stage.has_bias) | {"WINO_OUTPUT": 1}
     source = "conv2d_winograd.cl"
     if stage.dilation[1] == 1 and WINOGRAD_ROW_KERNELS:
@@ -523,6 +528,7 @@ def _winograd_launches(
     else:
         input_kernel, output_kernel = "winograd_input", "winograd_output"
         input_size, output_size = (tiles, c, n), (tiles, k, n)
+
     return [
         Launch(
             stage,
@@ -560,11 +566,13 @@ def _winograd_launches(
 
 
 def _stack_phase_weights(stage: ConvTransposeStage) -> npt.NDArray[Any]:
-    """The conv2d weight of ``conv_transpose2d_phases``: for output phase (ry, rx) and group g,
-    output channel (g * SH * SW + ry * SW + rx) * K/groups + k holds the taps
-    w[c, k, ry + j * SH, rx + i * SW] flipped (tap (JH - 1 - j, JW - 1 - i)), zero past the
-    kernel, so that a cross-correlation over the input padded by J - 1 gives that phase's
-    rows and columns of the uncropped transposed convolution."""
+    """Build the conv2d weight of ``conv_transpose2d_phases``.
+
+    For output phase (ry, rx) and group g, output channel (g * SH * SW + ry * SW + rx) *
+    K/groups + k contains the taps w[c, k, ry + j * SH, rx + i * SW] flipped (tap
+    (JH - 1 - j, JW - 1 - i)), zero past the kernel. A cross-correlation over the input padded
+    by J - 1 then gives that phase's rows and columns of the uncropped transposed convolution.
+    """
     weight = _require(stage.weight)
     c, kg, kh, kw = weight.shape
     sh, sw = stage.stride
@@ -580,13 +588,14 @@ def _transpose_phase_launches(
     stage: ConvTransposeStage, base: dict[str, int | float | str]
 ) -> list[Launch]:
     """Pad the input by J - 1 and run one conv2d_direct_oc with every phase's sub-kernel as
-    output channels; that kernel writes each phase's values to their place in the transposed
+    output channels. That kernel writes each phase's values to their place in the transposed
     convolution's output, cropped, with bias and activation."""
     padded, weight_shape, stacked = phase_shapes(stage)
     _, k, oh, ow = stage.out_shape
     jh, jw = weight_shape[2], weight_shape[3]
     pads = Pads(jh - 1, jh - 1, jw - 1, jw - 1)
     pad = _pad_launch(PadStage(stage.in_shape, padded, "zeros", pads), base)
+
     conv = ConvStage(
         in_shape=padded,
         out_shape=stacked,
@@ -602,6 +611,7 @@ def _transpose_phase_launches(
         algorithm="conv2d_direct_oc",
     )
     (direct,) = plan_stage(conv, bool(base["USE_DOUBLE"]))
+
     phases: dict[str, int | float | str] = {
         "PHASE_SH": stage.stride[0],
         "PHASE_SW": stage.stride[1],
@@ -611,6 +621,7 @@ def _transpose_phase_launches(
         "T_PAD_TOP": stage.pads.top,
         "T_PAD_LEFT": stage.pads.left,
     }
+
     return [
         replace(pad, stage=stage, out_elements=math.prod(padded)),
         replace(direct, stage=stage, defines=direct.defines | phases, out_elements=None),

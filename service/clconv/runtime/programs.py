@@ -199,7 +199,7 @@ class BinaryStore:
 
     def recent_headers(self, limit: int) -> list[dict[str, Any]]:
         """Return the key headers of up to ``limit`` stored binaries, most recently written
-        first; unreadable files are skipped (``load`` reports them when they are asked for)."""
+        first. Unreadable files are skipped, because ``load`` reports them when requested."""
         files = []
         for path in self.folder.glob("*.bin"):
             try:

@@ -1,10 +1,10 @@
 """Per-device algorithm selection for conv2d stages.
 
-The selector decides which algorithm computes a stage on a device, in this order: the
-algorithm the request named (set by ``select_algorithms`` before the selector is asked), the
-winner stored in the tuning database for the stage's shape class along its fallback chain
-(``tuned``, ``tuned-architecture``, ``vendor-default``; see ``clconv.runtime.tuning``), else the
-rule of ``clconv.core.algorithms.rule_choice`` for the device's profile. With a lazy tuner, a
+The selector decides which algorithm computes a stage on a device. The algorithm the request
+named comes first (``select_algorithms`` sets it before the selector runs). Next comes the
+winner stored in the tuning database for the stage's shape class, along its fallback chain
+(``tuned``, ``tuned-architecture``, ``vendor-default``; see ``clconv.runtime.tuning``). Last
+comes ``clconv.core.algorithms.rule_choice`` for the device's profile. With a lazy tuner, a
 shape class without an entry for this exact device is queued for tuning, and the request runs
 with the best choice available now.
 """
@@ -26,8 +26,8 @@ SOURCE_RULE = "rule"
 
 
 def device_profile(device: Device) -> str:
-    """The rule's device profile: "gpu" for GPUs and accelerators, "pocl" for PoCL's CPU
-    device (which does not vectorise across work-items), else "cpu"."""
+    """Return the rule's device profile: "gpu" for GPUs and accelerators, "pocl" for PoCL's
+    CPU device (which does not vectorise across work-items), else "cpu"."""
     if device.type_name in ("gpu", "accelerator"):
         return "gpu"
     if "portable computing language" in str(device.platform.name).lower():
@@ -44,9 +44,10 @@ class Selector:
         self.database = database
         self.tuner = tuner
 
-    def chooser(self, device: Device, dtype: str) -> Chooser:
+    def chooser(self, device: Device, dtype: str, *, lazy_tuning: bool = True) -> Chooser:
         """Return a function that picks the algorithm of a stage that will run on ``device`` in
-        ``dtype``, and names where the choice came from."""
+        ``dtype``, and names where the choice came from. With ``lazy_tuning`` false it queues
+        nothing for the lazy tuner."""
         profile = device_profile(device)
         database = self.database
         if database is None:
@@ -58,7 +59,7 @@ class Selector:
 
         key = DeviceKey.of(device)
         # The simulator is far too slow to time kernels on; it still reads the database.
-        tuner = None if device.is_simulator else self.tuner
+        tuner = None if device.is_simulator or not lazy_tuning else self.tuner
 
         def choose(stage: ConvStage) -> Choice:
             shape = shape_class(stage, dtype).key

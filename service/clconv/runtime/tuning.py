@@ -264,8 +264,8 @@ class TuningDatabase:
             except OSError as error:
                 logger.warning("cannot list the tuning folder %s: %s", self.folder, error)
                 return
-            for gone in set(self._files) - set(paths):
-                del self._files[gone]
+            for removed in set(self._files) - set(paths):
+                del self._files[removed]
             for path in paths:
                 self._reload(path)
 
@@ -289,7 +289,8 @@ class TuningDatabase:
 
 
 def _matches(level: str, stored: DeviceKey, device: DeviceKey) -> bool:
-    """Whether an entry of ``stored`` serves ``device`` at ``level`` and no earlier level."""
+    """Return whether an entry of ``stored`` serves ``device`` at ``level`` and no earlier
+    level."""
     if level == LEVEL_EXACT:
         return stored.identity == device.identity
     if level == LEVEL_ARCHITECTURE:
